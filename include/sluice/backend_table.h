@@ -1,0 +1,113 @@
+// BackendTable: the only state shared between threads.
+//
+// One cache-line slot per backend, every field a std::atomic, so workers, the
+// health prober and the admin thread never take a lock and never share a line
+// for two backends. Ownership of writes:
+//   - health (up/down and why): the health prober only;
+//   - active/total/bytes/failures: sessions on any worker (relaxed increments);
+//   - admin state and weight: the admin/control thread;
+//   - slot allocation: the control thread, at start and on reload.
+// Balancers only read.
+#pragma once
+
+#include "sluice/errors.h"
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace sluice {
+
+using BackendId = std::uint32_t;
+
+enum class Health : std::uint8_t { Up, Down };
+
+// Why a backend is in its health state (shown by `show servers`).
+enum class HealthReason : std::uint8_t {
+    None,               // up, or never checked
+    ConnectionRefused,
+    Timeout,
+    Unreachable,
+    Reset,
+    PassiveFailures,    // max_fails connect failures from real traffic
+    Other,
+};
+
+enum class AdminState : std::uint8_t { Ready, Drain, Maint };
+
+std::string_view to_string(Health health) noexcept;
+std::string_view to_string(HealthReason reason) noexcept;
+std::string_view to_string(AdminState state) noexcept;
+std::optional<AdminState> parse_admin_state(std::string_view text) noexcept;
+HealthReason reason_from(SysError error) noexcept;
+
+struct alignas(64) BackendSlot {
+    std::atomic<bool> in_use{false};
+    std::atomic<Health> health{Health::Up};
+    std::atomic<HealthReason> health_reason{HealthReason::None};
+    std::atomic<AdminState> admin{AdminState::Ready};
+    std::atomic<std::uint16_t> weight{1};
+    std::atomic<std::uint32_t> active{0};        // sessions now, across all workers
+    std::atomic<std::uint64_t> total{0};         // sessions ever
+    std::atomic<std::uint64_t> connect_failures{0};
+    std::atomic<std::uint64_t> bytes_to_backend{0};
+    std::atomic<std::uint64_t> bytes_from_backend{0};
+    // Passive health: failures counted in a window that starts at the first one.
+    std::atomic<std::uint32_t> window_failures{0};
+    std::atomic<std::int64_t> window_start_ms{0};
+    // While now < passive_down_until_ms the backend is treated as down.
+    std::atomic<std::int64_t> passive_down_until_ms{0};
+};
+
+class BackendTable {
+public:
+    static constexpr std::size_t kCapacity = 4096;
+
+    // --- data path (any worker thread) ---
+
+    // Up, ready, and not passively marked down at `now_ms` (monotonic ms).
+    bool usable(BackendId id, std::int64_t now_ms) const noexcept;
+    void acquire(BackendId id) noexcept;   // a session starts using the backend
+    void release(BackendId id) noexcept;   // that session ends
+    std::uint32_t active(BackendId id) const noexcept;
+    std::uint16_t weight(BackendId id) const noexcept;
+    void add_bytes(BackendId id, std::uint64_t to_backend, std::uint64_t from_backend) noexcept;
+
+    // A connect from real traffic failed. After `max_fails` failures within
+    // `fail_timeout_ms` the backend is passively down for fail_timeout_ms
+    // (max_fails == 0 disables this). Returns true when this call marked it down.
+    bool record_connect_failure(BackendId id, std::int64_t now_ms, int max_fails,
+                                std::int64_t fail_timeout_ms) noexcept;
+
+    // --- health prober thread only ---
+    void set_health(BackendId id, Health health, HealthReason reason) noexcept;
+    void clear_passive_down(BackendId id) noexcept;
+
+    // --- admin / control thread ---
+    void set_admin(BackendId id, AdminState state) noexcept;
+    void set_weight(BackendId id, std::uint16_t weight) noexcept;
+    // Finds a free slot, resets it to Up/Ready with `weight`. nullopt when full.
+    std::optional<BackendId> allocate(std::uint16_t weight) noexcept;
+    void free(BackendId id) noexcept;
+
+    // Changes whenever health, admin state or weight of any backend changes, so
+    // a balancer with derived state (Maglev's lookup table) knows to rebuild.
+    std::uint64_t generation() const noexcept { return generation_.load(std::memory_order_acquire); }
+
+    const BackendSlot& slot(BackendId id) const noexcept { return slots_[id]; }
+    BackendSlot& slot(BackendId id) noexcept { return slots_[id]; }
+
+private:
+    void bump_generation() noexcept { generation_.fetch_add(1, std::memory_order_acq_rel); }
+
+    std::array<BackendSlot, kCapacity> slots_{};
+    alignas(64) std::atomic<std::uint64_t> generation_{1};
+};
+
+// Milliseconds on CLOCK_MONOTONIC; the clock every table timestamp uses.
+std::int64_t monotonic_ms() noexcept;
+
+} // namespace sluice

@@ -1,0 +1,55 @@
+// Balancer: picks a backend of one pool for a new session.
+//
+// One algorithm per file in src/balance/, all behind this interface; only the
+// factory (make_balancer) knows the list. Each worker owns its own instances, so
+// per-algorithm state (round-robin position, Maglev table) needs no lock. Global
+// facts (health, admin state, weights, active sessions) are read from the
+// BackendTable.
+#pragma once
+
+#include "sluice/addr.h"
+#include "sluice/backend_table.h"
+#include "sluice/config.h"
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace sluice {
+
+struct PickContext {
+    // The client; ip_hash keys on its IP. May be null for algorithms that ignore it.
+    const SocketAddress* client = nullptr;
+    // Backends already tried by this session (connect failed): never picked again.
+    std::span<const BackendId> excluded;
+    // Monotonic ms, for passive-down checks (BackendTable::usable).
+    std::int64_t now_ms = 0;
+};
+
+class Balancer {
+public:
+    virtual ~Balancer() = default;
+    // A usable backend not in ctx.excluded, or nullopt when there is none.
+    virtual std::optional<BackendId> pick(const PickContext& ctx) = 0;
+};
+
+// One algorithm over one set of backends (ids into `table`). The table must
+// outlive the balancer.
+std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<BackendId> members,
+                                        const BackendTable& table);
+
+// A pool's balancer: the algorithm over the primaries, and the same algorithm
+// over the backups, consulted only while no primary is usable.
+class PoolBalancer {
+public:
+    PoolBalancer(BalanceAlgorithm algorithm, std::vector<BackendId> primaries,
+                 std::vector<BackendId> backups, const BackendTable& table);
+    std::optional<BackendId> pick(const PickContext& ctx);
+
+private:
+    std::unique_ptr<Balancer> primaries_;
+    std::unique_ptr<Balancer> backups_;  // null when the pool has no backups
+};
+
+} // namespace sluice
