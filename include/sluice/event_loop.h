@@ -1,0 +1,145 @@
+// A thin C++ face on libev: one EventLoop per thread, and watcher wrappers that
+// call a member function of their owner.
+//
+// Thread affinity: an EventLoop and its watchers belong to the thread that runs
+// the loop. The only members callable from other threads are post() and
+// AsyncWatcher::send(); everything else must run on the loop's thread.
+#pragma once
+
+#include <ev.h>
+
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+namespace sluice {
+
+class EventLoop {
+public:
+    // A new epoll loop (never libev's default loop, which owns child/signal state).
+    EventLoop();
+    ~EventLoop();
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+
+    struct ev_loop* raw() const noexcept { return loop_; }
+
+    // Runs until break_loop() or until no watcher is active. Records the
+    // running thread for in_loop_thread().
+    void run();
+    // Loop thread only: makes run() return after the current iteration.
+    void break_loop() noexcept;
+
+    // The loop's cached time (seconds, monotonic-ish) as of this iteration.
+    ev_tstamp now() const noexcept { return ev_now(loop_); }
+    void update_now() noexcept { ev_now_update(loop_); }
+
+    bool in_loop_thread() const noexcept { return std::this_thread::get_id() == owner_; }
+
+    // Any thread: queues `task` to run on the loop's thread and wakes it.
+    // Not for the data path (allocates); for control hand-offs.
+    void post(std::function<void()> task);
+
+private:
+    static void on_wakeup(struct ev_loop* loop, ev_async* watcher, int revents);
+    void run_posted();
+
+    struct ev_loop* loop_;
+    std::thread::id owner_;
+    ev_async wakeup_;
+    std::mutex posted_mutex_;
+    std::deque<std::function<void()>> posted_;
+};
+
+// Watches one fd for EV_READ and/or EV_WRITE; calls (owner->*Method)(revents).
+class IoWatcher {
+public:
+    IoWatcher() { ev_init(&io_, nullptr); }
+    ~IoWatcher() { stop(); }
+    IoWatcher(const IoWatcher&) = delete;
+    IoWatcher& operator=(const IoWatcher&) = delete;
+
+    template <typename Owner, void (Owner::*Method)(int)>
+    void bind(EventLoop& loop, Owner* owner, int fd)
+    {
+        loop_ = loop.raw();
+        io_.data = owner;
+        auto* callback = &thunk<Owner, Method>;  // macro-safe: no comma in the call
+        ev_io_init(&io_, callback, fd, 0);
+    }
+
+    // Sets the wanted events; 0 stops watching. Cheap when nothing changes.
+    void set_events(int events) noexcept
+    {
+        if (events == this->events())
+            return;
+        if (ev_is_active(&io_))
+            ev_io_stop(loop_, &io_);
+        ev_io_set(&io_, io_.fd, events);
+        if (events != 0)
+            ev_io_start(loop_, &io_);
+    }
+    int events() const noexcept { return ev_is_active(&io_) ? (io_.events & (EV_READ | EV_WRITE)) : 0; }
+    void stop() noexcept
+    {
+        if (loop_ && ev_is_active(&io_))
+            ev_io_stop(loop_, &io_);
+    }
+    int fd() const noexcept { return io_.fd; }
+
+private:
+    template <typename Owner, void (Owner::*Method)(int)>
+    static void thunk(struct ev_loop*, ev_io* w, int revents)
+    {
+        (static_cast<Owner*>(w->data)->*Method)(revents);
+    }
+
+    struct ev_loop* loop_ = nullptr;
+    ev_io io_;
+};
+
+// A one-shot or repeating timer; calls (owner->*Method)().
+class TimerWatcher {
+public:
+    TimerWatcher() { ev_init(&timer_, nullptr); }
+    ~TimerWatcher() { stop(); }
+    TimerWatcher(const TimerWatcher&) = delete;
+    TimerWatcher& operator=(const TimerWatcher&) = delete;
+
+    template <typename Owner, void (Owner::*Method)()>
+    void bind(EventLoop& loop, Owner* owner)
+    {
+        loop_ = loop.raw();
+        timer_.data = owner;
+        auto* callback = &thunk<Owner, Method>;
+        ev_init(&timer_, callback);
+    }
+
+    // (Re)starts: fires after `after` seconds, then every `repeat` (0 = once).
+    void start(ev_tstamp after, ev_tstamp repeat = 0.) noexcept
+    {
+        if (ev_is_active(&timer_))
+            ev_timer_stop(loop_, &timer_);
+        ev_timer_set(&timer_, after, repeat);
+        ev_timer_start(loop_, &timer_);
+    }
+    void stop() noexcept
+    {
+        if (loop_ && ev_is_active(&timer_))
+            ev_timer_stop(loop_, &timer_);
+    }
+    bool active() const noexcept { return ev_is_active(&timer_); }
+
+private:
+    template <typename Owner, void (Owner::*Method)()>
+    static void thunk(struct ev_loop*, ev_timer* w, int)
+    {
+        (static_cast<Owner*>(w->data)->*Method)();
+    }
+
+    struct ev_loop* loop_ = nullptr;
+    ev_timer timer_;
+};
+
+} // namespace sluice

@@ -1,0 +1,60 @@
+// Socket syscall wrappers. errno is classified here, once, into SysError.
+//
+// Every socket is created non-blocking and close-on-exec.
+#pragma once
+
+#include "sluice/addr.h"
+#include "sluice/errors.h"
+#include "sluice/fd.h"
+
+#include <cstddef>
+#include <sys/types.h>
+
+namespace sluice {
+
+struct ListenOptions {
+    bool reuse_port = true;   // one socket per worker on the same address
+    int backlog = 4096;
+};
+
+// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen. IPv6 sockets are
+// IPV6_V6ONLY so "[::]:p" and "0.0.0.0:p" can be separate listeners.
+Result<UniqueFd> open_tcp_listener(const SocketAddress& address, const ListenOptions& options);
+
+// A bound UDP socket (SO_REUSEPORT when asked), for listeners and servers.
+Result<UniqueFd> open_udp_socket(const SocketAddress& address, bool reuse_port);
+
+// A UDP socket connect()ed to `peer` (so replies arrive only from it and an
+// ICMP port-unreachable surfaces as ECONNREFUSED).
+Result<UniqueFd> open_connected_udp(const SocketAddress& peer);
+
+// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; fills `peer` when given.
+Result<UniqueFd> accept_connection(int listen_fd, SocketAddress* peer);
+
+// Starts a non-blocking TCP connect. On success the socket is connecting or
+// connected; wait for EV_WRITE and check connect_result(). `source`, when not
+// null, is bound first (tests use it to connect from many 127.x addresses).
+Result<UniqueFd> start_connect(const SocketAddress& peer, const SocketAddress* source = nullptr);
+
+// After EV_WRITE on a connecting socket: SysError::None when connected.
+SysError connect_result(int fd) noexcept;
+
+void set_nodelay(int fd) noexcept;
+// SO_LINGER {on, 0}: the next close() sends RST instead of FIN.
+void set_reset_on_close(int fd) noexcept;
+
+SocketAddress local_address(int fd);
+SocketAddress peer_address(int fd);
+
+// read/write/splice with errno classified. n >= 0 on success (0 = EOF for reads).
+struct IoResult {
+    ssize_t bytes = 0;
+    SysError error = SysError::None;
+    bool ok() const noexcept { return error == SysError::None; }
+    bool would_block() const noexcept { return error == SysError::WouldBlock; }
+};
+IoResult read_some(int fd, void* buffer, std::size_t length) noexcept;
+IoResult write_some(int fd, const void* buffer, std::size_t length) noexcept;
+IoResult splice_some(int from_fd, int to_fd, std::size_t length) noexcept;
+
+} // namespace sluice
