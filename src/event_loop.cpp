@@ -17,14 +17,12 @@ EventLoop::EventLoop()
         throw std::bad_alloc();
     ev_async_init(&wakeup_, &EventLoop::on_wakeup);
     wakeup_.data = this;
+    // The wake-up watcher stays active, so run() returns only on break_loop().
     ev_async_start(loop_, &wakeup_);
-    // The wake-up watcher alone must not keep run() alive.
-    ev_unref(loop_);
 }
 
 EventLoop::~EventLoop()
 {
-    ev_ref(loop_);
     ev_async_stop(loop_, &wakeup_);
     ev_loop_destroy(loop_);
 }

@@ -25,8 +25,7 @@ public:
 
     struct ev_loop* raw() const noexcept { return loop_; }
 
-    // Runs until break_loop() or until no watcher is active. Records the
-    // running thread for in_loop_thread().
+    // Runs until break_loop(). Records the running thread for in_loop_thread().
     void run();
     // Loop thread only: makes run() return after the current iteration.
     void break_loop() noexcept;

@@ -1,0 +1,46 @@
+// Connector: which backend a new session tries next, and what a failed connect
+// means for it.
+//
+// A connect that fails before any byte reached a backend (refused, unreachable,
+// timed out) is counted against that backend (passive health) and retried on
+// another one, up to the pool's `retries`. Once bytes flowed, never. Loop
+// thread only; one Connector per connecting session.
+#pragma once
+
+#include "sluice/backend_table.h"
+#include "sluice/balancer.h"
+#include "sluice/errors.h"
+#include "sluice/runtime.h"
+
+#include <optional>
+#include <vector>
+
+namespace sluice {
+
+class Connector {
+public:
+    Connector(const PoolRuntime& pool, PoolBalancer& balancer, BackendTable& table)
+        : pool_(&pool), balancer_(&balancer), table_(&table)
+    {
+    }
+
+    // The next backend to try (acquired in the table), or nullopt when the
+    // retries are spent or no backend is usable. Logs the pool's "no usable
+    // backend" state once per change.
+    std::optional<BackendId> next(const SocketAddress& client, std::int64_t now_ms);
+
+    // The connect to `backend` failed with `error`: counts it, releases the
+    // backend, remembers not to try it again.
+    void failed(BackendId backend, SysError error, std::int64_t now_ms);
+
+    // Retries already used (failed attempts).
+    int attempts_failed() const noexcept { return static_cast<int>(tried_.size()); }
+
+private:
+    const PoolRuntime* pool_;
+    PoolBalancer* balancer_;
+    BackendTable* table_;
+    std::vector<BackendId> tried_;  // allocates only when a connect fails
+};
+
+} // namespace sluice

@@ -1,0 +1,55 @@
+// Server: the process. Owns the shared backend table, the workers and the
+// control loop (signals, drain) on the main thread.
+#pragma once
+
+#include "sluice/config.h"
+#include "sluice/event_loop.h"
+#include "sluice/fd.h"
+#include "sluice/runtime.h"
+#include "sluice/worker.h"
+
+#include <memory>
+#include <vector>
+
+namespace sluice {
+
+class Server {
+public:
+    explicit Server(Config config);
+    ~Server();
+
+    // Binds the listeners, starts the workers and runs the control loop until
+    // a stop. Returns the process exit code (0 after a clean stop, 1 when
+    // startup failed). Call from the main thread.
+    int run();
+
+private:
+    bool open_listeners(std::vector<std::vector<UniqueFd>>& per_worker);
+    void on_signal(int revents);
+    void begin_drain();
+    void on_drain_tick();
+    void finish();
+
+    Config initial_config_;
+    std::unique_ptr<SharedState> shared_;
+    std::shared_ptr<Runtime> runtime_;
+    std::vector<std::unique_ptr<Worker>> workers_;
+    EventLoop control_loop_;
+    UniqueFd signal_fd_;
+    IoWatcher signal_io_;
+    TimerWatcher drain_timer_;
+    bool draining_ = false;
+    ev_tstamp drain_deadline_ = 0;
+};
+
+// The number of worker threads `workers = N` means on this machine.
+unsigned effective_workers(int configured) noexcept;
+
+// max_connections, or the default derived from the descriptor limit: each
+// session needs two sockets and, while bytes are in flight, pipes.
+std::int64_t effective_max_sessions(int configured) noexcept;
+
+// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit.
+std::int64_t raise_fd_limit() noexcept;
+
+} // namespace sluice

@@ -1,0 +1,112 @@
+// Worker: one thread, one libev loop, its own listener sockets (SO_REUSEPORT),
+// its sessions, its balancers and its pipe pool.
+//
+// Sessions never move between workers. The control thread talks to a worker
+// only through post() (EventLoop) and the atomics marked as such below.
+#pragma once
+
+#include "sluice/backend_table.h"
+#include "sluice/balancer.h"
+#include "sluice/event_loop.h"
+#include "sluice/pipe_pool.h"
+#include "sluice/runtime.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace sluice {
+
+class TcpListener;
+class TcpSession;
+
+// What every worker shares: the backend table and the global session limit.
+struct SharedState {
+    BackendTable table;
+    // Sessions open across all workers; max_connections caps it.
+    std::atomic<std::int64_t> sessions{0};
+    std::int64_t max_sessions = 0;
+};
+
+// This worker's view of one pool in one generation: its own balancer instance.
+struct WorkerPool {
+    WorkerPool(const PoolRuntime& runtime, const BackendTable& table)
+        : runtime(&runtime)
+        , balancer(runtime.config->balance, runtime.primaries, runtime.backups, table)
+    {
+    }
+    const PoolRuntime* runtime;
+    PoolBalancer balancer;
+};
+
+// A generation as one worker uses it. Sessions keep the generation they
+// started under alive (shared_ptr), so a reload never pulls a pool from under
+// a connecting session.
+struct WorkerGeneration {
+    std::shared_ptr<const Runtime> runtime;
+    std::vector<std::unique_ptr<WorkerPool>> pools;  // parallel to runtime->pools
+    WorkerPool* find_pool(std::string_view name) noexcept;
+};
+
+struct WorkerOptions {
+    std::size_t pipe_size = 1u << 20;
+    std::size_t max_idle_pipes = 64;
+};
+
+class Worker {
+public:
+    Worker(unsigned index, SharedState& shared, const WorkerOptions& options);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    // Control thread, before start(): adopts `runtime` and one listening socket
+    // per TCP listener of its config (same order as config.listeners).
+    void start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd> listener_fds);
+
+    // Any thread: stop accepting (close this worker's listener sockets).
+    void stop_accepting();
+    // Any thread: end every session and stop the loop.
+    void shutdown();
+    // Control thread: waits for the thread to end.
+    void join();
+
+    // Any thread: sessions currently open on this worker.
+    std::size_t session_count() const noexcept { return session_count_.load(std::memory_order_relaxed); }
+
+    // --- loop thread only ---
+    EventLoop& loop() noexcept { return loop_; }
+    SharedState& shared() noexcept { return shared_; }
+    BackendTable& table() noexcept { return shared_.table; }
+    PipePool& pipes() noexcept { return pipes_; }
+    BufferPool& buffers() noexcept { return buffers_; }
+    // The reserve descriptor that TcpListener gives up to shed a connection at
+    // EMFILE (see listener.cpp).
+    UniqueFd& reserve_fd() noexcept { return reserve_fd_; }
+    const std::shared_ptr<WorkerGeneration>& generation() const noexcept { return generation_; }
+    unsigned index() const noexcept { return index_; }
+
+    void add_session(TcpSession* session) noexcept;
+    void remove_session(TcpSession* session) noexcept;
+
+private:
+    void run();
+    std::shared_ptr<WorkerGeneration> make_generation(std::shared_ptr<const Runtime> runtime);
+
+    unsigned index_;
+    SharedState& shared_;
+    EventLoop loop_;
+    PipePool pipes_;
+    BufferPool buffers_;
+    UniqueFd reserve_fd_;
+    std::shared_ptr<WorkerGeneration> generation_;
+    std::vector<std::unique_ptr<TcpListener>> listeners_;
+    TcpSession* sessions_ = nullptr;  // intrusive list head
+    std::atomic<std::size_t> session_count_{0};
+    std::thread thread_;
+};
+
+} // namespace sluice

@@ -1,0 +1,40 @@
+#include "sluice/connector.h"
+
+#include "sluice/log.h"
+
+namespace sluice {
+
+std::optional<BackendId> Connector::next(const SocketAddress& client, std::int64_t now_ms)
+{
+    if (attempts_failed() > pool_->config->retries)
+        return std::nullopt;
+    PickContext ctx;
+    ctx.client = &client;
+    ctx.excluded = tried_;
+    ctx.now_ms = now_ms;
+    std::optional<BackendId> id = balancer_->pick(ctx);
+    if (id) {
+        if (pool_->all_down.load(std::memory_order_relaxed)
+            && pool_->all_down.exchange(false, std::memory_order_relaxed))
+            log::info("pool {} has a usable backend again", pool_->config->name);
+        table_->acquire(*id);
+    } else if (tried_.empty() && !pool_->all_down.load(std::memory_order_relaxed)
+               && !pool_->all_down.exchange(true, std::memory_order_relaxed)) {
+        // Only a first attempt proves the whole pool is unusable; a retry that
+        // finds nothing new merely ran out of other backends.
+        log::warning("pool {} has no usable backend: closing new clients", pool_->config->name);
+    }
+    return id;
+}
+
+void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
+{
+    table_->release(backend);
+    tried_.push_back(backend);
+    const PoolConfig& pool = *pool_->config;
+    if (table_->record_connect_failure(backend, now_ms, pool.max_fails, pool.fail_timeout.count()))
+        log::warning("{} is DOWN ({} connect failures within {}ms, last: {})", pool_->label(backend),
+                     pool.max_fails, pool.fail_timeout.count(), describe(error));
+}
+
+} // namespace sluice

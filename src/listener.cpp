@@ -1,0 +1,97 @@
+#include "sluice/listener.h"
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/socket.h"
+#include "sluice/tcp_session.h"
+#include "sluice/worker.h"
+
+#include <fcntl.h>
+
+namespace sluice {
+
+TcpListener::TcpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
+    : worker_(worker), fd_(std::move(fd)), config_(&config)
+{
+    io_.bind<TcpListener, &TcpListener::on_readable>(worker.loop(), this, fd_.get());
+    resume_timer_.bind<TcpListener, &TcpListener::on_resume>(worker.loop(), this);
+}
+
+void TcpListener::start() { io_.set_events(EV_READ); }
+
+void TcpListener::stop()
+{
+    io_.stop();
+    resume_timer_.stop();
+    fd_.reset();
+}
+
+void TcpListener::on_readable(int)
+{
+    SharedState& shared = worker_.shared();
+    for (int i = 0; i < kAcceptBatch; ++i) {
+        SocketAddress peer;
+        Result<UniqueFd> accepted = accept_connection(fd_.get(), &peer);
+        if (!accepted) {
+            switch (accepted.error()) {
+            case SysError::WouldBlock:
+                return;
+            case SysError::Interrupted:
+                continue;
+            case SysError::TooManyFiles:
+                if (!shed_one_connection())
+                    return;
+                continue;
+            default:
+                // ECONNABORTED and friends: that client is gone; the next may be fine.
+                if (accepted.raw_errno() == ECONNABORTED || accepted.raw_errno() == EPROTO)
+                    continue;
+                log::warning("listener {}: accept failed: {}", config_->name, describe(accepted.error()));
+                return;
+            }
+        }
+        if (shared.sessions.fetch_add(1, std::memory_order_relaxed) >= shared.max_sessions) [[unlikely]] {
+            shared.sessions.fetch_sub(1, std::memory_order_relaxed);
+            stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+            continue;  // closing the socket refuses the client
+        }
+        stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+
+        WorkerPool* pool = worker_.generation()->find_pool(config_->pool);
+        auto* session = new TcpSession(worker_, worker_.generation(), *pool, *config_,
+                                       std::move(accepted.value()), peer);
+        worker_.add_session(session);
+        session->start();
+    }
+}
+
+// At the descriptor limit the pending connection stays in the accept queue and
+// the listener stays readable: without this the loop would spin. Give up the
+// reserve descriptor, accept the connection, close it (the client sees a clean
+// refusal instead of a hang), and take the reserve back.
+bool TcpListener::shed_one_connection()
+{
+    UniqueFd& reserve = worker_.reserve_fd();
+    if (!reserve.valid()) {
+        // Another thread took the descriptor we freed last time: wait a little
+        // rather than spin on a listener that stays readable.
+        reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        io_.set_events(0);
+        resume_timer_.start(kPauseAtFdLimit);
+        return false;
+    }
+    stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+    reserve.reset();
+    Result<UniqueFd> doomed = accept_connection(fd_.get(), nullptr);
+    (void)doomed;  // closed as it goes out of scope
+    reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    return true;
+}
+
+void TcpListener::on_resume()
+{
+    if (fd_.valid())
+        io_.set_events(EV_READ);
+}
+
+} // namespace sluice

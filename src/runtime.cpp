@@ -1,0 +1,82 @@
+#include "sluice/runtime.h"
+
+namespace sluice {
+
+std::string PoolRuntime::label(BackendId id) const
+{
+    const BackendConfig* b = backend(id);
+    return config->name + "/" + (b ? b->name : std::to_string(id));
+}
+
+const BackendConfig* PoolRuntime::backend(BackendId id) const noexcept
+{
+    for (std::size_t i = 0; i < backend_ids.size(); ++i)
+        if (backend_ids[i] == id)
+            return &config->backends[i];
+    return nullptr;
+}
+
+const PoolRuntime* Runtime::find_pool(std::string_view name) const noexcept
+{
+    for (const auto& pool : pools)
+        if (pool.config->name == name)
+            return &pool;
+    return nullptr;
+}
+
+namespace {
+
+std::optional<BackendId> previous_slot(const Runtime* previous, const PoolConfig& pool,
+                                       const BackendConfig& backend)
+{
+    if (!previous)
+        return std::nullopt;
+    const PoolRuntime* old_pool = previous->find_pool(pool.name);
+    if (!old_pool)
+        return std::nullopt;
+    for (std::size_t i = 0; i < old_pool->backend_ids.size(); ++i)
+        if (old_pool->config->backends[i].address == backend.address)
+            return old_pool->backend_ids[i];
+    return std::nullopt;
+}
+
+} // namespace
+
+std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const Runtime* previous,
+                                       std::string* error)
+{
+    auto runtime = std::make_shared<Runtime>();
+    runtime->config = std::move(config);
+    runtime->generation = previous ? previous->generation + 1 : 1;
+    runtime->pools = std::vector<PoolRuntime>(runtime->config.pools.size());
+
+    std::vector<BackendId> allocated;  // to give back if the table runs out
+    for (std::size_t p = 0; p < runtime->config.pools.size(); ++p) {
+        const PoolConfig& pool_config = runtime->config.pools[p];
+        PoolRuntime& pool = runtime->pools[p];
+        pool.config = &pool_config;
+        for (const BackendConfig& backend : pool_config.backends) {
+            std::optional<BackendId> id = previous_slot(previous, pool_config, backend);
+            if (id) {
+                // A weight changed in the file wins over one set at run time.
+                table.set_weight(*id, static_cast<std::uint16_t>(backend.weight));
+            } else {
+                id = table.allocate(static_cast<std::uint16_t>(backend.weight));
+                if (!id) {
+                    for (BackendId taken : allocated)
+                        table.free(taken);
+                    if (error)
+                        *error = "too many backends: the backend table holds "
+                                 + std::to_string(BackendTable::kCapacity);
+                    return nullptr;
+                }
+                allocated.push_back(*id);
+            }
+            pool.backend_ids.push_back(*id);
+            (backend.backup ? pool.backups : pool.primaries).push_back(*id);
+        }
+    }
+    return runtime;
+}
+
+} // namespace sluice

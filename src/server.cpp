@@ -1,0 +1,217 @@
+#include "sluice/server.h"
+
+#include "sluice/log.h"
+#include "sluice/socket.h"
+
+#include <csignal>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <thread>
+#include <unistd.h>
+
+namespace sluice {
+
+namespace {
+
+// Checks how many sessions remain while draining.
+constexpr double kDrainPollInterval = 0.05;
+
+sigset_t control_signals()
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    return set;
+}
+
+} // namespace
+
+unsigned effective_workers(int configured) noexcept
+{
+    if (configured > 0)
+        return static_cast<unsigned>(configured);
+    unsigned cores = std::thread::hardware_concurrency();
+    return cores > 0 ? cores : 1;
+}
+
+std::int64_t raise_fd_limit() noexcept
+{
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return 1024;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    return static_cast<std::int64_t>(limit.rlim_cur);
+}
+
+std::int64_t effective_max_sessions(int configured) noexcept
+{
+    if (configured > 0)
+        return configured;
+    rlimit limit{};
+    std::int64_t fds = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? static_cast<std::int64_t>(limit.rlim_cur) : 1024;
+    // Two sockets per session, plus room for pipes of the sessions that have
+    // bytes in flight and for listeners, probes and the admin socket.
+    std::int64_t sessions = (fds - 64) / 3;
+    return sessions > 1 ? sessions : 1;
+}
+
+Server::Server(Config config) : initial_config_(std::move(config)), shared_(std::make_unique<SharedState>())
+{
+    signal_io_.bind<Server, &Server::on_signal>(control_loop_, this, -1);
+    drain_timer_.bind<Server, &Server::on_drain_tick>(control_loop_, this);
+}
+
+Server::~Server()
+{
+    for (auto& worker : workers_) {
+        worker->shutdown();
+        worker->join();
+    }
+}
+
+bool Server::open_listeners(std::vector<std::vector<UniqueFd>>& per_worker)
+{
+    const GlobalConfig& global = runtime_->config.global;
+    ListenOptions options;
+    options.backlog = global.backlog;
+    for (const ListenerConfig& listener : runtime_->config.listeners) {
+        if (listener.protocol != Protocol::Tcp)
+            continue;
+        SocketAddress address = listener.listen;
+        for (auto& fds : per_worker) {
+            Result<UniqueFd> sock = open_tcp_listener(address, options);
+            if (!sock) {
+                log::error("listener {}: cannot listen on {}: {}", listener.name, address.to_string(),
+                           describe(sock.error()));
+                return false;
+            }
+            // Port 0: the first socket picks a free port, the others join it.
+            if (address.port() == 0)
+                address = local_address(sock.value().get());
+            fds.push_back(std::move(sock.value()));
+        }
+        log::info("listener {} listening on {} (tcp, pool {})", listener.name, address.to_string(), listener.pool);
+    }
+    return true;
+}
+
+int Server::run()
+{
+    // Signals are read from a signalfd on this thread; block them here so
+    // every worker thread inherits the mask and none is interrupted.
+    sigset_t signals = control_signals();
+    ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);  // splice(2) into a closed socket raises it
+    signal_fd_.reset(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!signal_fd_) {
+        log::error("cannot create signalfd: {}", describe(classify_errno(errno)));
+        return 1;
+    }
+    signal_io_.bind<Server, &Server::on_signal>(control_loop_, this, signal_fd_.get());
+
+    std::int64_t fd_limit = raise_fd_limit();
+    shared_->max_sessions = effective_max_sessions(initial_config_.global.max_connections);
+
+    std::string error;
+    runtime_ = build_runtime(std::move(initial_config_), shared_->table, nullptr, &error);
+    if (!runtime_) {
+        log::error("{}", error);
+        return 1;
+    }
+    const GlobalConfig& global = runtime_->config.global;
+    unsigned worker_count = effective_workers(global.workers);
+
+    std::vector<std::vector<UniqueFd>> listener_fds(worker_count);
+    if (!open_listeners(listener_fds))
+        return 1;
+
+    WorkerOptions options;
+    options.pipe_size = global.pipe_size;
+    for (unsigned i = 0; i < worker_count; ++i) {
+        workers_.push_back(std::make_unique<Worker>(i, *shared_, options));
+        workers_.back()->start(runtime_, std::move(listener_fds[i]));
+    }
+    log::info("sluice started: {} workers, max {} sessions, {} file descriptors", worker_count,
+              shared_->max_sessions, fd_limit);
+
+    signal_io_.set_events(EV_READ);
+    control_loop_.run();
+
+    for (auto& worker : workers_)
+        worker->join();
+    workers_.clear();
+    log::info("sluice stopped");
+    return 0;
+}
+
+void Server::on_signal(int)
+{
+    signalfd_siginfo info{};
+    while (::read(signal_fd_.get(), &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+        switch (info.ssi_signo) {
+        case SIGHUP:
+            log::warning("SIGHUP: reload is not supported yet; the running configuration stays");
+            break;
+        case SIGTERM:
+        case SIGINT:
+            if (draining_) {
+                log::info("second stop signal: exiting now");
+                finish();
+                return;
+            }
+            begin_drain();
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+void Server::begin_drain()
+{
+    draining_ = true;
+    std::size_t sessions = 0;
+    for (auto& worker : workers_) {
+        worker->stop_accepting();
+        sessions += worker->session_count();
+    }
+    Duration timeout = runtime_->config.global.drain_timeout;
+    log::info("stopping: listeners closed, draining {} sessions for up to {}ms", sessions, timeout.count());
+    control_loop_.update_now();
+    drain_deadline_ = control_loop_.now() + static_cast<double>(timeout.count()) / 1000.0;
+    on_drain_tick();
+}
+
+void Server::on_drain_tick()
+{
+    std::size_t sessions = 0;
+    for (auto& worker : workers_)
+        sessions += worker->session_count();
+    if (sessions == 0) {
+        finish();
+        return;
+    }
+    if (control_loop_.now() >= drain_deadline_) {
+        log::info("drain timeout: closing {} remaining sessions", sessions);
+        finish();
+        return;
+    }
+    drain_timer_.start(kDrainPollInterval);
+}
+
+void Server::finish()
+{
+    drain_timer_.stop();
+    signal_io_.stop();
+    for (auto& worker : workers_)
+        worker->shutdown();
+    control_loop_.break_loop();
+}
+
+} // namespace sluice

@@ -1,0 +1,471 @@
+#include "harness.h"
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace sluice::test {
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout)
+{
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return condition();
+}
+
+std::string binary_from_env(const char* variable)
+{
+    const char* value = std::getenv(variable);
+    if (!value || !*value)
+        FAIL(std::string("environment variable ") + variable + " is not set (run through meson test)");
+    return value;
+}
+
+// ---- Process ----------------------------------------------------------------
+
+Process::Process(const std::string& program, const std::vector<std::string>& args,
+                 const std::vector<std::string>& extra_env)
+{
+    int out[2], err[2];
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
+    std::vector<std::string> argv_storage{program};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+        ::dup2(out[1], STDOUT_FILENO);
+        ::dup2(err[1], STDERR_FILENO);
+        for (const auto& e : extra_env)
+            ::putenv(const_cast<char*>(e.c_str()));
+        std::vector<char*> argv;
+        for (auto& a : argv_storage)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        // Tests block no signals, but be explicit: the child starts clean.
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execv(program.c_str(), argv.data());
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    reader_ = std::thread([this, o = out[0], e = err[0]] { read_output(o, e); });
+}
+
+Process::~Process()
+{
+    if (!exit_status_ && pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        wait_exit(5s);
+    }
+    if (reader_.joinable())
+        reader_.join();
+}
+
+void Process::read_output(int stdout_fd, int stderr_fd)
+{
+    std::string partial[2];
+    pollfd fds[2] = {{stdout_fd, POLLIN, 0}, {stderr_fd, POLLIN, 0}};
+    int open_count = 2;
+    char buf[4096];
+    while (open_count > 0) {
+        if (::poll(fds, 2, -1) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+            if (n <= 0) {
+                ::close(fds[i].fd);
+                fds[i].fd = -1;
+                --open_count;
+                continue;
+            }
+            partial[i].append(buf, static_cast<std::size_t>(n));
+            std::size_t nl;
+            std::lock_guard lock(mutex_);
+            while ((nl = partial[i].find('\n')) != std::string::npos) {
+                lines_.push_back(partial[i].substr(0, nl));
+                partial[i].erase(0, nl + 1);
+            }
+            changed_.notify_all();
+        }
+    }
+}
+
+void Process::send_signal(int signal)
+{
+    if (!exit_status_)
+        ::kill(pid_, signal);
+}
+
+std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout)
+{
+    if (exit_status_)
+        return exit_status_;
+    auto deadline = Clock::now() + timeout;
+    while (true) {
+        int status = 0;
+        pid_t r = ::waitpid(pid_, &status, WNOHANG);
+        if (r == pid_) {
+            exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            return exit_status_;
+        }
+        if (Clock::now() >= deadline)
+            return std::nullopt;
+        std::this_thread::sleep_for(5ms);
+    }
+}
+
+bool Process::running() { return !wait_exit(0ms).has_value(); }
+
+std::optional<std::string> Process::wait_for_line(const std::string& needle, std::chrono::milliseconds timeout)
+{
+    std::unique_lock lock(mutex_);
+    auto deadline = Clock::now() + timeout;
+    while (true) {
+        for (std::size_t i = consumed_; i < lines_.size(); ++i) {
+            if (lines_[i].find(needle) != std::string::npos) {
+                consumed_ = i + 1;
+                return lines_[i];
+            }
+        }
+        if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+            for (std::size_t i = consumed_; i < lines_.size(); ++i)
+                if (lines_[i].find(needle) != std::string::npos) {
+                    consumed_ = i + 1;
+                    return lines_[i];
+                }
+            return std::nullopt;
+        }
+    }
+}
+
+std::size_t Process::count_lines(const std::string& needle)
+{
+    std::lock_guard lock(mutex_);
+    std::size_t count = 0;
+    for (const auto& line : lines_)
+        if (line.find(needle) != std::string::npos)
+            ++count;
+    return count;
+}
+
+std::string Process::output()
+{
+    std::lock_guard lock(mutex_);
+    std::string all;
+    for (const auto& line : lines_)
+        all += line + "\n";
+    return all;
+}
+
+// ---- TempDir ------------------------------------------------------------------
+
+TempDir::TempDir()
+{
+    char pattern[] = "/tmp/sluice-test-XXXXXX";
+    REQUIRE(::mkdtemp(pattern) != nullptr);
+    path_ = pattern;
+}
+
+TempDir::~TempDir()
+{
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+std::string TempDir::write(const std::string& name, const std::string& contents) const
+{
+    std::string file = path_ + "/" + name;
+    std::ofstream(file) << contents;
+    return file;
+}
+
+// ---- Sluice ---------------------------------------------------------------------
+
+namespace {
+
+// "... listening on 127.0.0.1:4321 ..." -> 4321
+std::uint16_t port_after(const std::string& line, const std::string& marker)
+{
+    auto at = line.find(marker);
+    REQUIRE(at != std::string::npos);
+    std::string rest = line.substr(at + marker.size());
+    auto space = rest.find(' ');
+    std::string address = rest.substr(0, space);
+    auto colon = address.rfind(':');
+    REQUIRE(colon != std::string::npos);
+    return static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1)));
+}
+
+} // namespace
+
+Sluice::Sluice(const std::string& config_text, std::vector<std::string> extra_args)
+{
+    config_path_ = dir_.write("sluice.toml", config_text);
+    std::vector<std::string> args{"-c", config_path_};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    process_ = std::make_unique<Process>(binary_from_env("SLUICE_BIN"), args);
+    auto started = process_->wait_for_line("sluice started", 10s);
+    INFO(process_->output());
+    REQUIRE(started);
+    // Listener lines come before "sluice started"; collect them all.
+    std::string all = process_->output();
+    std::size_t pos = 0;
+    const std::string marker = "listening on ";
+    while ((pos = all.find("listener ", pos)) != std::string::npos) {
+        auto end = all.find('\n', pos);
+        std::string line = all.substr(pos, end - pos);
+        pos = end;
+        if (line.find(marker) == std::string::npos)
+            continue;
+        std::string name = line.substr(9, line.find(' ', 9) - 9);
+        ports_[name] = port_after(line, marker);
+    }
+}
+
+std::uint16_t Sluice::port(const std::string& listener) const
+{
+    auto it = ports_.find(listener);
+    REQUIRE(it != ports_.end());
+    return it->second;
+}
+
+// ---- EchoBackend ----------------------------------------------------------------
+
+EchoBackend::EchoBackend(const std::string& name, const std::string& mode, const std::string& listen)
+{
+    listen_ip_ = listen.substr(0, listen.rfind(':'));
+    process_ = std::make_unique<Process>(binary_from_env("SLUICE_ECHO_BIN"),
+                                         std::vector<std::string>{"--listen", listen, "--name", name, "--mode", mode});
+    auto line = process_->wait_for_line("listening on", 10s);
+    INFO(process_->output());
+    REQUIRE(line);
+    port_ = port_after(*line, "listening on ");
+}
+
+std::string EchoBackend::address() const { return listen_ip_ + ":" + std::to_string(port_); }
+
+void EchoBackend::stop()
+{
+    process_->send_signal(SIGKILL);
+    process_->wait_exit(5s);
+}
+
+// ---- ScriptedServer ---------------------------------------------------------------
+
+namespace {
+
+int listen_loopback(int backlog, std::uint16_t* port)
+{
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    REQUIRE(::listen(fd, backlog) == 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+} // namespace
+
+ScriptedServer::ScriptedServer(std::function<void(int fd)> handler) : handler_(std::move(handler))
+{
+    listen_fd_ = listen_loopback(128, &port_);
+    acceptor_ = std::thread([this] {
+        while (true) {
+            int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0)
+                return;  // listener shut down
+            set_receive_timeout(fd, 10s);
+            std::lock_guard lock(mutex_);
+            handlers_.emplace_back([this, fd] {
+                handler_(fd);
+                ::close(fd);
+            });
+        }
+    });
+}
+
+ScriptedServer::~ScriptedServer()
+{
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    ::close(listen_fd_);
+    for (auto& t : handlers_)
+        t.join();
+}
+
+std::string ScriptedServer::address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+// ---- BlackholeServer ---------------------------------------------------------------
+
+BlackholeServer::BlackholeServer()
+{
+    listen_fd_ = listen_loopback(0, &port_);
+    // Fill the accept queue (backlog 0 admits one) until a connect hangs.
+    for (int i = 0; i < 8; ++i) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(port_);
+        ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+        fillers_.push_back(fd);
+        pollfd p{fd, POLLOUT, 0};
+        if (::poll(&p, 1, 200) == 0)
+            return;  // this one hangs: the queue is full
+    }
+    FAIL("could not fill the accept queue of the blackhole listener");
+}
+
+BlackholeServer::~BlackholeServer()
+{
+    for (int fd : fillers_)
+        ::close(fd);
+    ::close(listen_fd_);
+}
+
+std::string BlackholeServer::address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+// ---- clients ---------------------------------------------------------------------------
+
+int connect_tcp(std::uint16_t port, const std::string& ip, const std::string& source_ip)
+{
+    bool v6 = ip.find(':') != std::string::npos;
+    int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    if (!source_ip.empty()) {
+        sockaddr_in src{};
+        src.sin_family = AF_INET;
+        ::inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) == 0);
+    }
+    int rc;
+    if (v6) {
+        sockaddr_in6 addr{};
+        addr.sin6_family = AF_INET6;
+        addr.sin6_port = htons(port);
+        ::inet_pton(AF_INET6, ip.c_str(), &addr.sin6_addr);
+        rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    } else {
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(port);
+        ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
+        rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    }
+    INFO("connect to " << ip << ":" << port << ": " << std::strerror(errno));
+    REQUIRE(rc == 0);
+    set_receive_timeout(fd, 10s);
+    return fd;
+}
+
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout)
+{
+    timeval tv{};
+    tv.tv_sec = timeout.count() / 1000;
+    tv.tv_usec = (timeout.count() % 1000) * 1000;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+void send_all(int fd, const void* data, std::size_t length)
+{
+    auto p = static_cast<const char*>(data);
+    while (length > 0) {
+        ssize_t n = ::send(fd, p, length, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        INFO("send: " << std::strerror(errno));
+        REQUIRE(n > 0);
+        p += n;
+        length -= static_cast<std::size_t>(n);
+    }
+}
+
+void send_all(int fd, const std::string& data) { send_all(fd, data.data(), data.size()); }
+
+std::string recv_exact(int fd, std::size_t length)
+{
+    std::string out(length, '\0');
+    std::size_t got = 0;
+    while (got < length) {
+        ssize_t n = ::recv(fd, out.data() + got, length - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += static_cast<std::size_t>(n);
+    }
+    out.resize(got);
+    return out;
+}
+
+std::string recv_line(int fd)
+{
+    std::string line;
+    char c;
+    while (::recv(fd, &c, 1, 0) == 1 && c != '\n')
+        line += c;
+    return line;
+}
+
+std::string recv_until_eof(int fd, int* error)
+{
+    std::string out;
+    char buf[65536];
+    if (error)
+        *error = 0;
+    while (true) {
+        ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            if (error)
+                *error = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+}
+
+std::string random_bytes(std::size_t length, std::uint64_t seed)
+{
+    std::string out(length, '\0');
+    std::uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (std::size_t i = 0; i < length; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out[i] = static_cast<char>(x);
+    }
+    return out;
+}
+
+} // namespace sluice::test

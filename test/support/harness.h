@@ -1,0 +1,155 @@
+// Integration-test harness: real processes, real sockets on loopback.
+//
+// Every wait here waits for a condition with a deadline; nothing sleeps and
+// hopes. Deadlines are generous (seconds) because the CI machine is shared.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace sluice::test {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Polls `condition` every few milliseconds until it holds or `timeout` passes.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s);
+
+// Path of a binary the build passes in an environment variable (SLUICE_BIN...).
+std::string binary_from_env(const char* variable);
+
+// A child process with its stdout and stderr captured line by line.
+class Process {
+public:
+    Process(const std::string& program, const std::vector<std::string>& args,
+            const std::vector<std::string>& extra_env = {});
+    ~Process();  // SIGKILL and reap if still running
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    pid_t pid() const noexcept { return pid_; }
+    void send_signal(int signal);
+    // Waits for the exit status (exit code, or 128+signal); nullopt on timeout.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout = 10s);
+    bool running();
+
+    // Waits for a line containing `needle` on stdout or stderr that was not
+    // consumed by an earlier wait; returns the whole line.
+    std::optional<std::string> wait_for_line(const std::string& needle, std::chrono::milliseconds timeout = 10s);
+    // How many lines so far contain `needle`.
+    std::size_t count_lines(const std::string& needle);
+    std::string output();  // everything so far, for failure messages
+
+private:
+    void read_output(int stdout_fd, int stderr_fd);
+
+    pid_t pid_ = -1;
+    std::optional<int> exit_status_;
+    std::thread reader_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::vector<std::string> lines_;
+    std::size_t consumed_ = 0;  // lines before this index were matched by a wait
+};
+
+// A temporary directory removed with its contents at destruction.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    const std::string& path() const noexcept { return path_; }
+    std::string write(const std::string& name, const std::string& contents) const;
+
+private:
+    std::string path_;
+};
+
+// sluice itself, started on a config text; learns each listener's real port
+// from its "listener NAME listening on ADDR" log lines.
+class Sluice {
+public:
+    explicit Sluice(const std::string& config_text, std::vector<std::string> extra_args = {});
+    std::uint16_t port(const std::string& listener) const;
+    Process& process() noexcept { return *process_; }
+    const std::string& config_path() const noexcept { return config_path_; }
+
+private:
+    TempDir dir_;
+    std::string config_path_;
+    std::unique_ptr<Process> process_;
+    std::map<std::string, std::uint16_t> ports_;
+};
+
+// sluice-echo on a free loopback port.
+class EchoBackend {
+public:
+    explicit EchoBackend(const std::string& name, const std::string& mode = "echo",
+                         const std::string& listen = "127.0.0.1:0");
+    std::uint16_t port() const noexcept { return port_; }
+    std::string address() const;  // "127.0.0.1:PORT"
+    void stop();
+    Process& process() noexcept { return *process_; }
+
+private:
+    std::string listen_ip_;
+    std::unique_ptr<Process> process_;
+    std::uint16_t port_ = 0;
+};
+
+// A scripted TCP server for corner cases: runs `handler` on a thread for each
+// accepted connection (blocking socket, 10 s receive timeout).
+class ScriptedServer {
+public:
+    explicit ScriptedServer(std::function<void(int fd)> handler);
+    ~ScriptedServer();
+    std::uint16_t port() const noexcept { return port_; }
+    std::string address() const;
+
+private:
+    int listen_fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::function<void(int)> handler_;
+    std::thread acceptor_;
+    std::vector<std::thread> handlers_;
+    std::mutex mutex_;
+};
+
+// A listening socket whose accept queue is full, so further SYNs are dropped
+// and a connect to it never completes (for connect_timeout tests).
+class BlackholeServer {
+public:
+    BlackholeServer();
+    ~BlackholeServer();
+    std::uint16_t port() const noexcept { return port_; }
+    std::string address() const;
+
+private:
+    int listen_fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::vector<int> fillers_;
+};
+
+// Blocking client helpers. All calls fail the test (Catch2 REQUIRE) on error
+// unless they report the error.
+int connect_tcp(std::uint16_t port, const std::string& ip = "127.0.0.1", const std::string& source_ip = "");
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
+void send_all(int fd, const void* data, std::size_t length);
+void send_all(int fd, const std::string& data);
+// Reads exactly `length` bytes; returns fewer only on EOF/error/timeout.
+std::string recv_exact(int fd, std::size_t length);
+// Reads one line (without the newline).
+std::string recv_line(int fd);
+// Reads until EOF; `error` receives errno if the read ended with an error.
+std::string recv_until_eof(int fd, int* error = nullptr);
+// Deterministic pseudo-random bytes.
+std::string random_bytes(std::size_t length, std::uint64_t seed);
+
+} // namespace sluice::test
