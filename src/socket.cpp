@@ -118,6 +118,14 @@ SysError connect_result(int fd) noexcept
 
 void set_nodelay(int fd) noexcept { set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1); }
 
+void set_buffer_sizes(int fd, int receive_bytes, int send_bytes) noexcept
+{
+    if (receive_bytes > 0)
+        set_int_option(fd, SOL_SOCKET, SO_RCVBUF, receive_bytes);
+    if (send_bytes > 0)
+        set_int_option(fd, SOL_SOCKET, SO_SNDBUF, send_bytes);
+}
+
 void set_reset_on_close(int fd) noexcept
 {
     linger lg{1, 0};
@@ -155,6 +163,28 @@ IoResult write_some(int fd, const void* buffer, std::size_t length) noexcept
 IoResult splice_some(int from_fd, int to_fd, std::size_t length) noexcept
 {
     return io_result(::splice(from_fd, nullptr, to_fd, nullptr, length, SPLICE_F_MOVE | SPLICE_F_NONBLOCK));
+}
+
+IoResult receive_from(int fd, void* buffer, std::size_t length, SocketAddress* peer) noexcept
+{
+    sockaddr_storage storage;
+    socklen_t len = sizeof(storage);
+    ssize_t n = ::recvfrom(fd, buffer, length, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&storage), &len);
+    if (n >= 0 && peer)
+        *peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+    return io_result(n);
+}
+
+IoResult send_to(int fd, const void* buffer, std::size_t length, const SocketAddress& peer) noexcept
+{
+    return io_result(::sendto(fd, buffer, length, MSG_NOSIGNAL | MSG_DONTWAIT, peer.sockaddr_ptr(), peer.length()));
+}
+
+SysError shutdown_write(int fd) noexcept
+{
+    if (::shutdown(fd, SHUT_WR) != 0)
+        return classify_errno(errno);
+    return SysError::None;
 }
 
 } // namespace sluice

@@ -40,6 +40,9 @@ Result<UniqueFd> start_connect(const SocketAddress& peer, const SocketAddress* s
 SysError connect_result(int fd) noexcept;
 
 void set_nodelay(int fd) noexcept;
+// SO_RCVBUF / SO_SNDBUF; 0 leaves one as it is. The kernel caps each at
+// net.core.{r,w}mem_max, so this is a request, not a guarantee.
+void set_buffer_sizes(int fd, int receive_bytes, int send_bytes) noexcept;
 // SO_LINGER {on, 0}: the next close() sends RST instead of FIN.
 void set_reset_on_close(int fd) noexcept;
 
@@ -56,5 +59,15 @@ struct IoResult {
 IoResult read_some(int fd, void* buffer, std::size_t length) noexcept;
 IoResult write_some(int fd, const void* buffer, std::size_t length) noexcept;
 IoResult splice_some(int from_fd, int to_fd, std::size_t length) noexcept;
+
+// recvfrom / sendto on an unconnected UDP socket. `peer` (when not null) is
+// filled with the sender on success. A datagram longer than `length` is
+// truncated by the kernel, so servers pass a 64 KiB buffer.
+IoResult receive_from(int fd, void* buffer, std::size_t length, SocketAddress* peer) noexcept;
+IoResult send_to(int fd, const void* buffer, std::size_t length, const SocketAddress& peer) noexcept;
+
+// shutdown(SHUT_WR): the kernel sends FIN after the data already queued, so the
+// peer reads everything, then EOF. Used to propagate a half-close.
+SysError shutdown_write(int fd) noexcept;
 
 } // namespace sluice

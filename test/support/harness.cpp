@@ -102,6 +102,7 @@ void Process::read_output(int stdout_fd, int stderr_fd)
             partial[i].append(buf, static_cast<std::size_t>(n));
             std::size_t nl;
             std::lock_guard lock(mutex_);
+            raw_[i].append(buf, static_cast<std::size_t>(n));
             while ((nl = partial[i].find('\n')) != std::string::npos) {
                 lines_.push_back(partial[i].substr(0, nl));
                 partial[i].erase(0, nl + 1);
@@ -127,6 +128,9 @@ std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout)
         pid_t r = ::waitpid(pid_, &status, WNOHANG);
         if (r == pid_) {
             exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            // The pipes close with the child: collect everything it wrote.
+            if (reader_.joinable())
+                reader_.join();
             return exit_status_;
         }
         if (Clock::now() >= deadline)
@@ -167,6 +171,18 @@ std::size_t Process::count_lines(const std::string& needle)
         if (line.find(needle) != std::string::npos)
             ++count;
     return count;
+}
+
+std::string Process::stdout_text()
+{
+    std::lock_guard lock(mutex_);
+    return raw_[0];
+}
+
+std::string Process::stderr_text()
+{
+    std::lock_guard lock(mutex_);
+    return raw_[1];
 }
 
 std::string Process::output()

@@ -46,7 +46,10 @@ public:
     std::optional<std::string> wait_for_line(const std::string& needle, std::chrono::milliseconds timeout = 10s);
     // How many lines so far contain `needle`.
     std::size_t count_lines(const std::string& needle);
-    std::string output();  // everything so far, for failure messages
+    std::string output();  // every line so far (both streams), for failure messages
+    // The raw text of one stream so far.
+    std::string stdout_text();
+    std::string stderr_text();
 
 private:
     void read_output(int stdout_fd, int stderr_fd);
@@ -57,6 +60,7 @@ private:
     std::mutex mutex_;
     std::condition_variable changed_;
     std::vector<std::string> lines_;
+    std::string raw_[2];  // stdout, stderr as received
     std::size_t consumed_ = 0;  // lines before this index were matched by a wait
 };
 
