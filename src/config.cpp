@@ -1,0 +1,939 @@
+// Parsing and validation of the TOML configuration (schema: ARCHITECTURE.md).
+//
+// The whole file is read into a Config in one pass that never stops at the
+// first problem: every section is read, every bad value is recorded with the
+// position toml++ gives for it, and the caller gets all errors sorted in file
+// order. A Config is returned only when there are none, so nothing downstream
+// ever sees a half-valid value.
+//
+// toml++ reports syntax errors by throwing toml::parse_error (TOML_EXCEPTIONS
+// is on by default, and Debian's build uses the default). That and any other
+// exception is caught in parse_config / load_config_file: none escapes.
+#include "sluice/config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <limits>
+#include <span>
+#include <system_error>
+#include <tuple>
+
+#include <fcntl.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sluice/fd.h"
+
+#if !TOML_EXCEPTIONS
+#error "config.cpp catches toml::parse_error; build toml++ with TOML_EXCEPTIONS=1"
+#endif
+
+namespace sluice {
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Names: the valid keys of each table and the spelling of each enum value.
+// These lists are the schema; the "expected one of" messages print them in
+// this order, which is the order the documentation uses.
+
+using KeyList = std::span<const std::string_view>;
+
+constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners", "pools"};
+constexpr std::array<std::string_view, 5> kGlobalKeys{
+    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog"};
+constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
+constexpr std::array<std::string_view, 7> kListenerKeys{
+    "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log"};
+constexpr std::array<std::string_view, 7> kPoolKeys{
+    "balance", "connect_timeout", "retries", "max_fails", "fail_timeout", "health", "backends"};
+constexpr std::array<std::string_view, 7> kHealthKeys{
+    "interval", "timeout", "rise", "fall", "protocol", "send", "expect"};
+constexpr std::array<std::string_view, 4> kBackendKeys{"address", "weight", "name", "backup"};
+
+template <typename E>
+struct Choice {
+    std::string_view name;
+    E value;
+};
+
+constexpr std::array<Choice<Protocol>, 2> kProtocols{{
+    {"tcp", Protocol::Tcp},
+    {"udp", Protocol::Udp},
+}};
+constexpr std::array<Choice<BalanceAlgorithm>, 4> kBalanceAlgorithms{{
+    {"round_robin", BalanceAlgorithm::RoundRobin},
+    {"least_conn", BalanceAlgorithm::LeastConn},
+    {"ip_hash", BalanceAlgorithm::IpHash},
+    {"random", BalanceAlgorithm::Random},
+}};
+constexpr std::array<Choice<HealthCheckConfig::Kind>, 2> kHealthKinds{{
+    {"tcp", HealthCheckConfig::Kind::TcpConnect},
+    {"udp", HealthCheckConfig::Kind::Udp},
+}};
+
+template <typename E, std::size_t N>
+std::string_view name_of(const std::array<Choice<E>, N>& choices, E value) noexcept
+{
+    for (const auto& choice : choices)
+        if (choice.value == value)
+            return choice.name;
+    return "?";
+}
+
+// ---------------------------------------------------------------------------
+// Durations.
+
+struct DurationUnit {
+    std::string_view suffix;
+    Duration::rep milliseconds;
+};
+
+// "ms" must come before "m": units are matched as prefixes in this order.
+constexpr std::array<DurationUnit, 4> kDurationUnits{{
+    {"ms", 1},
+    {"s", 1000},
+    {"m", 60 * 1000},
+    {"h", 60 * 60 * 1000},
+}};
+
+// Consumes one "<digits><unit>" term from the front of `text` and adds it to
+// `total`. False on a missing number or unit, or on overflow.
+bool consume_duration_term(std::string_view& text, Duration::rep& total) noexcept
+{
+    std::uint64_t number = 0;  // unsigned: from_chars then rejects a sign
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+    if (ec != std::errc{} || end == text.data())
+        return false;
+    text.remove_prefix(static_cast<std::size_t>(end - text.data()));
+
+    for (const auto& unit : kDurationUnits) {
+        if (!text.starts_with(unit.suffix))
+            continue;
+        text.remove_prefix(unit.suffix.size());
+        constexpr auto max = std::numeric_limits<Duration::rep>::max();
+        auto limit = static_cast<std::uint64_t>((max - total) / unit.milliseconds);
+        if (number > limit)
+            return false;
+        total += static_cast<Duration::rep>(number) * unit.milliseconds;
+        return true;
+    }
+    return false;
+}
+
+// ---------------------------------------------------------------------------
+// Describing what was found and what was expected.
+
+std::string_view describe_type(toml::node_type type) noexcept
+{
+    switch (type) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a floating-point number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    case toml::node_type::none: break;
+    }
+    return "nothing";
+}
+
+std::string join(KeyList names)
+{
+    return fmt::format("{}", fmt::join(names, ", "));
+}
+
+template <typename E, std::size_t N>
+std::string join_choices(const std::array<Choice<E>, N>& choices)
+{
+    std::vector<std::string_view> names;
+    for (const auto& choice : choices)
+        names.push_back(choice.name);
+    return join(names);
+}
+
+struct IntRange {
+    std::int64_t min;
+    std::int64_t max;
+
+    bool contains(std::int64_t value) const noexcept { return value >= min && value <= max; }
+    std::string expected() const
+    {
+        if (max == INT_MAX)
+            return fmt::format("an integer of at least {}", min);
+        return fmt::format("an integer from {} to {}", min, max);
+    }
+};
+
+constexpr IntRange kNonNegative{0, INT_MAX};
+
+enum class DurationRule : std::uint8_t { AllowZero, Positive };
+enum class PortRule : std::uint8_t { AnyPort, NonZero };
+
+constexpr std::string_view kDurationExpected =
+    R"(a duration with a unit (ms, s, m, h) such as "250ms", "3s" or "1m30s")";
+constexpr std::string_view kHealthExpected = R"(a table such as health = { interval = "2s", timeout = "1s" })";
+constexpr std::string_view kBackendExpected = R"(a table such as { address = "10.0.0.1:5432" })";
+constexpr std::string_view kAddressExpected =
+    R"("ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432")";
+
+// Says what is wrong with a duration string that parse_duration rejected.
+std::string duration_problem(std::string_view text)
+{
+    bool digits_only = !text.empty()
+        && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits_only)
+        return fmt::format(R"(has no unit, expected a duration such as "{}s" (units: ms, s, m, h))", text);
+    if (text.starts_with('-'))
+        return fmt::format("is negative, expected {}", kDurationExpected);
+    return fmt::format("is not a valid duration, expected {}", kDurationExpected);
+}
+
+// Says what is wrong with an address string that SocketAddress::parse rejected.
+std::string address_problem(std::string_view text)
+{
+    std::size_t colon = text.starts_with('[') ? text.find("]:") : text.rfind(':');
+    if (colon == std::string_view::npos)
+        return fmt::format("has no port, expected {}", kAddressExpected);
+    std::string_view port = text.substr(colon + (text.starts_with('[') ? 2 : 1));
+    bool numeric = !port.empty()
+        && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!numeric)
+        return fmt::format(R"(has an invalid port "{}", expected a port from 0 to 65535)", port);
+    if (port.size() > 5 || std::stoul(std::string(port)) > 65535)
+        return fmt::format("has port {} which is out of range, expected a port from 0 to 65535", port);
+    return fmt::format("is not a numeric IP address and port, expected {} (host names are not resolved)",
+                       kAddressExpected);
+}
+
+// Rewrites toml++'s "Error while parsing key-value pair: ..." as
+// "syntax error in key-value pair: ...", keeping what toml++ says it expected.
+std::string syntax_message(std::string_view description)
+{
+    constexpr std::string_view prefix = "Error while parsing ";
+    if (description.starts_with(prefix))
+        return fmt::format("syntax error in {}", description.substr(prefix.size()));
+    return fmt::format("syntax error: {}", description);
+}
+
+// ---------------------------------------------------------------------------
+// Collecting errors.
+
+class Diagnostics {
+public:
+    explicit Diagnostics(std::string_view file) : file_(file) {}
+
+    void report(toml::source_position where, std::string message)
+    {
+        errors_.push_back(ConfigError{file_, static_cast<int>(where.line), static_cast<int>(where.column),
+                                      std::move(message)});
+    }
+
+    void report_type(const toml::node& node, std::string_view what, std::string_view expected)
+    {
+        report(node.source().begin, fmt::format("{} is {}, expected {}", what, describe_type(node.type()), expected));
+    }
+
+    bool empty() const noexcept { return errors_.empty(); }
+
+    // All errors, in file order. Errors at the same position keep the order
+    // they were found in.
+    std::vector<ConfigError> take_sorted()
+    {
+        std::stable_sort(errors_.begin(), errors_.end(), [](const ConfigError& a, const ConfigError& b) {
+            return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+        });
+        return std::move(errors_);
+    }
+
+private:
+    std::string file_;
+    std::vector<ConfigError> errors_;
+};
+
+// ---------------------------------------------------------------------------
+// Reading one table: each reader leaves `out` untouched when the key is absent
+// (so the caller's default stands) or its value is invalid (an error is
+// recorded), and returns true only when it stored a value.
+
+class TableReader {
+public:
+    // `where` names the table in unknown-key messages, e.g. "[global]".
+    TableReader(Diagnostics& diag, const toml::table& table, std::string where)
+        : diag_(diag), table_(table), where_(std::move(where))
+    {
+    }
+
+    bool has(std::string_view key) const { return table_.contains(key); }
+    const toml::node* node(std::string_view key) const { return table_.get(key); }
+
+    void reject_unknown_keys(KeyList valid) const
+    {
+        for (const auto& [key, value] : table_) {
+            if (std::find(valid.begin(), valid.end(), key.str()) != valid.end())
+                continue;
+            diag_.report(key.source().begin, fmt::format(R"(unknown key "{}" in {}, expected one of: {})",
+                                                         key.str(), where_, join(valid)));
+        }
+    }
+
+    // Reports a missing required key at the table itself; `example` shows one.
+    bool require(std::string_view key, std::string_view example) const
+    {
+        if (has(key))
+            return true;
+        diag_.report(table_.source().begin,
+                     fmt::format(R"({} is missing the required key "{}", expected e.g. {})", where_, key, example));
+        return false;
+    }
+
+    template <typename T>
+    bool integer(std::string_view key, IntRange range, T& out) const
+    {
+        const toml::node* value = node(key);
+        if (!value)
+            return false;
+        if (!value->is_integer()) {
+            diag_.report_type(*value, key, range.expected());
+            return false;
+        }
+        std::int64_t number = value->as_integer()->get();
+        if (!range.contains(number)) {
+            diag_.report(value->source().begin,
+                         fmt::format("{} {} is out of range, expected {}", key, number, range.expected()));
+            return false;
+        }
+        out = static_cast<T>(number);
+        return true;
+    }
+
+    bool boolean(std::string_view key, bool& out) const
+    {
+        const toml::node* value = node(key);
+        if (!value)
+            return false;
+        if (!value->is_boolean()) {
+            diag_.report_type(*value, key, "true or false");
+            return false;
+        }
+        out = value->as_boolean()->get();
+        return true;
+    }
+
+    // Returns the string value, or nullptr when absent or not a string.
+    const toml::value<std::string>* string_node(std::string_view key, std::string_view expected) const
+    {
+        const toml::node* value = node(key);
+        if (!value)
+            return nullptr;
+        if (!value->is_string()) {
+            diag_.report_type(*value, key, expected);
+            return nullptr;
+        }
+        return value->as_string();
+    }
+
+    bool string(std::string_view key, std::string& out) const
+    {
+        const auto* value = string_node(key, "a string");
+        if (!value)
+            return false;
+        out = value->get();
+        return true;
+    }
+
+    // A name used to address something (pool/backend, listener): non-empty and
+    // free of '/', the separator of POOL/NAME in admin commands.
+    bool name(std::string_view key, std::string& out) const
+    {
+        const auto* value = string_node(key, "a string");
+        if (!value)
+            return false;
+        if (auto problem = name_problem(value->get())) {
+            diag_.report(value->source().begin, fmt::format(R"({} "{}" {})", key, value->get(), *problem));
+            return false;
+        }
+        out = value->get();
+        return true;
+    }
+
+    static std::optional<std::string> name_problem(std::string_view name)
+    {
+        if (name.empty())
+            return "is empty, expected a non-empty name (or no name key, to use the default)";
+        if (name.find('/') != std::string_view::npos)
+            return R"(contains "/", expected a name without "/" (admin commands use POOL/NAME))";
+        return std::nullopt;
+    }
+
+    bool duration(std::string_view key, DurationRule rule, Duration& out) const
+    {
+        const toml::node* value = node(key);
+        if (!value)
+            return false;
+        if (!value->is_string()) {
+            std::string example = value->is_integer() ? fmt::format("{}s", value->as_integer()->get()) : "3s";
+            diag_.report_type(*value, key, fmt::format(R"(a duration string such as "{}")", example));
+            return false;
+        }
+        const std::string& text = value->as_string()->get();
+        auto parsed = parse_duration(text);
+        if (!parsed) {
+            diag_.report(value->source().begin, fmt::format(R"({} "{}" {})", key, text, duration_problem(text)));
+            return false;
+        }
+        if (rule == DurationRule::Positive && parsed->count() == 0) {
+            diag_.report(value->source().begin,
+                         fmt::format(R"({} "{}" is zero, expected a duration greater than zero such as "1s")", key,
+                                     text));
+            return false;
+        }
+        out = *parsed;
+        return true;
+    }
+
+    bool address(std::string_view key, PortRule rule, SocketAddress& out) const
+    {
+        const auto* value = string_node(key, fmt::format("an address string, {}", kAddressExpected));
+        if (!value)
+            return false;
+        const std::string& text = value->get();
+        auto parsed = SocketAddress::parse(text);
+        if (!parsed) {
+            diag_.report(value->source().begin, fmt::format(R"({} "{}" {})", key, text, address_problem(text)));
+            return false;
+        }
+        if (rule == PortRule::NonZero && parsed->port() == 0) {
+            diag_.report(value->source().begin,
+                         fmt::format(R"({} "{}" has port 0, expected a port from 1 to 65535)", key, text));
+            return false;
+        }
+        out = *parsed;
+        return true;
+    }
+
+    template <typename E, std::size_t N>
+    bool choice(std::string_view key, const std::array<Choice<E>, N>& choices, E& out) const
+    {
+        std::string expected = fmt::format("one of: {}", join_choices(choices));
+        const auto* value = string_node(key, expected);
+        if (!value)
+            return false;
+        for (const auto& c : choices) {
+            if (c.name == value->get()) {
+                out = c.value;
+                return true;
+            }
+        }
+        diag_.report(value->source().begin,
+                     fmt::format(R"(unknown {} "{}", expected {})", key, value->get(), expected));
+        return false;
+    }
+
+private:
+    Diagnostics& diag_;
+    const toml::table& table_;
+    std::string where_;
+};
+
+// ---------------------------------------------------------------------------
+// The sections.
+
+class ConfigReader {
+public:
+    explicit ConfigReader(Diagnostics& diag) : diag_(diag) {}
+
+    Config read(const toml::table& root)
+    {
+        Config config;
+        TableReader top(diag_, root, "the top-level table");
+        top.reject_unknown_keys(kTopKeys);
+        if (const toml::table* global = table_at(root, "global", "a table [global]"))
+            read_global(*global, config.global);
+        if (const toml::table* admin = table_at(root, "admin", "a table [admin]"))
+            read_admin(*admin, config.admin);
+        config.pools = read_pools(root.get("pools"));
+        config.listeners = read_listeners(root.get("listeners"), root.get("pools"));
+        return config;
+    }
+
+private:
+    // Where a backend's or listener's identifying values were written, for
+    // the duplicate checks. `valid` is false when its address (or a listener's
+    // protocol) was missing or bad, so it takes no part in them.
+    struct Origin {
+        bool valid = false;
+        bool named = false;  // a valid name was configured
+        toml::source_position address_at{};
+        toml::source_position name_at{};  // the name value, or the address when defaulted
+    };
+
+    // Completes `origin` for a valid entry whose address is under `address_key`,
+    // and gives an unnamed entry its default name: the address as printed.
+    static void locate(const TableReader& in, std::string_view address_key, const SocketAddress& address,
+                       Origin& origin, std::string& name)
+    {
+        origin.address_at = in.node(address_key)->source().begin;
+        origin.name_at = origin.named ? in.node("name")->source().begin : origin.address_at;
+        if (!in.has("name"))
+            name = address.to_string();
+    }
+
+    // The table under `key`, or nullptr when absent or of another type (reported).
+    const toml::table* table_at(const toml::table& parent, std::string_view key, std::string_view expected) const
+    {
+        const toml::node* node = parent.get(key);
+        if (!node)
+            return nullptr;
+        if (!node->is_table())
+            diag_.report_type(*node, key, expected);
+        return node->as_table();
+    }
+
+    // The tables of an array of tables; any other element is reported.
+    std::vector<const toml::table*> tables_in(const toml::array& array, std::string_view what,
+                                              std::string_view expected) const
+    {
+        std::vector<const toml::table*> tables;
+        for (const toml::node& element : array) {
+            if (const toml::table* table = element.as_table())
+                tables.push_back(table);
+            else
+                diag_.report_type(element, what, expected);
+        }
+        return tables;
+    }
+
+    void read_global(const toml::table& table, GlobalConfig& out) const
+    {
+        TableReader in(diag_, table, "[global]");
+        in.reject_unknown_keys(kGlobalKeys);
+        in.integer("workers", IntRange{0, 1024}, out.workers);
+        in.integer("max_connections", kNonNegative, out.max_connections);
+        in.duration("drain_timeout", DurationRule::AllowZero, out.drain_timeout);
+        in.integer("pipe_size", IntRange{4096, 64 << 20}, out.pipe_size);
+        in.integer("backlog", IntRange{1, 65535}, out.backlog);
+    }
+
+    void read_admin(const toml::table& table, AdminConfig& out) const
+    {
+        TableReader in(diag_, table, "[admin]");
+        in.reject_unknown_keys(kAdminKeys);
+        read_admin_socket(in, out.socket);
+        if (const auto* metrics = in.string_node("metrics", "a string such as \"127.0.0.1:9100\", or \"\" for off");
+            metrics && !metrics->get().empty()) {
+            SocketAddress address;
+            if (in.address("metrics", PortRule::AnyPort, address))
+                out.metrics = address;
+        }
+    }
+
+    // The path must fit in sockaddr_un::sun_path with its terminating NUL, or
+    // bind(2) would fail only once the admin server starts.
+    void read_admin_socket(const TableReader& in, std::string& out) const
+    {
+        std::string path;
+        if (!in.string("socket", path))
+            return;
+        constexpr std::size_t max_path = sizeof(sockaddr_un::sun_path) - 1;
+        if (path.size() > max_path) {
+            diag_.report(in.node("socket")->source().begin,
+                         fmt::format("socket path is {} bytes long, expected at most {} bytes (the limit of a unix "
+                                     "socket address)",
+                                     path.size(), max_path));
+            return;
+        }
+        out = std::move(path);
+    }
+
+    // --- pools ---
+
+    std::vector<PoolConfig> read_pools(const toml::node* node) const
+    {
+        std::vector<PoolConfig> pools;
+        if (!node)
+            return pools;
+        const toml::table* table = node->as_table();
+        if (!table) {
+            diag_.report_type(*node, "pools", "a table of pools such as [pools.postgres]");
+            return pools;
+        }
+        // toml++ iterates keys in sorted order; the Config keeps file order.
+        std::vector<std::pair<toml::source_position, PoolConfig>> found;
+        for (const auto& [key, value] : *table) {
+            std::string name(key.str());
+            std::string written = fmt::format("[pools.{}]", name);
+            if (auto problem = TableReader::name_problem(name))
+                diag_.report(key.source().begin, fmt::format(R"(pool name "{}" {})", name, *problem));
+            if (const toml::table* pool = value.as_table())
+                found.emplace_back(pool->source().begin, read_pool(name, *pool));
+            else
+                diag_.report_type(value, fmt::format("pools.{}", name), fmt::format("a table {}", written));
+        }
+        std::stable_sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+            return std::tie(a.first.line, a.first.column) < std::tie(b.first.line, b.first.column);
+        });
+        for (auto& entry : found)
+            pools.push_back(std::move(entry.second));
+        return pools;
+    }
+
+    PoolConfig read_pool(const std::string& name, const toml::table& table) const
+    {
+        PoolConfig pool;
+        pool.name = name;
+        TableReader in(diag_, table, fmt::format("[pools.{}]", name));
+        in.reject_unknown_keys(kPoolKeys);
+        in.choice("balance", kBalanceAlgorithms, pool.balance);
+        in.duration("connect_timeout", DurationRule::Positive, pool.connect_timeout);
+        in.integer("retries", IntRange{0, 32}, pool.retries);
+        in.integer("max_fails", IntRange{0, 1000}, pool.max_fails);
+        in.duration("fail_timeout", DurationRule::Positive, pool.fail_timeout);
+        if (const toml::table* health = table_at(table, "health", kHealthExpected))
+            pool.health = read_health(name, *health);
+        if (in.require("backends", R"(backends = [{ address = "10.0.0.1:5432" }])"))
+            pool.backends = read_backends(name, *in.node("backends"));
+        return pool;
+    }
+
+    HealthCheckConfig read_health(const std::string& pool, const toml::table& table) const
+    {
+        HealthCheckConfig health;
+        TableReader in(diag_, table, fmt::format("[pools.{}.health]", pool));
+        in.reject_unknown_keys(kHealthKeys);
+        in.duration("interval", DurationRule::Positive, health.interval);
+        in.duration("timeout", DurationRule::Positive, health.timeout);
+        in.integer("rise", IntRange{1, 100}, health.rise);
+        in.integer("fall", IntRange{1, 100}, health.fall);
+        bool kind_valid = !in.has("protocol") || in.choice("protocol", kHealthKinds, health.kind);
+        if (kind_valid && health.kind == HealthCheckConfig::Kind::TcpConnect) {
+            reject_udp_probe_keys(in);
+            return health;
+        }
+        in.string("send", health.send);
+        in.string("expect", health.expect);
+        if (kind_valid)
+            require_udp_payload(in, health);
+        return health;
+    }
+
+    // send/expect describe a UDP probe's datagrams; a TCP probe only connects.
+    void reject_udp_probe_keys(const TableReader& in) const
+    {
+        for (std::string_view key : {"send", "expect"}) {
+            if (const toml::node* value = in.node(key))
+                diag_.report(value->source().begin,
+                             fmt::format(R"({} is set on a tcp health check, expected it only with protocol = "udp")",
+                                         key));
+        }
+    }
+
+    // A UDP service answers only what it is asked, so a UDP probe needs a
+    // datagram to send; an empty one would never be answered.
+    void require_udp_payload(const TableReader& in, const HealthCheckConfig& health) const
+    {
+        const toml::node* send = in.node("send");
+        if (!send)
+            in.require("send", R"(send = "ping" (the datagram a udp health check sends))");
+        else if (send->is_string() && health.send.empty())
+            diag_.report(send->source().begin, "send is empty, expected the datagram a udp health check sends");
+    }
+
+    std::vector<BackendConfig> read_backends(const std::string& pool, const toml::node& node) const
+    {
+        std::vector<BackendConfig> backends;
+        const toml::array* array = node.as_array();
+        if (!array) {
+            diag_.report_type(node, "backends", R"(an array of backends such as [{ address = "10.0.0.1:5432" }])");
+            return backends;
+        }
+        if (array->empty()) {
+            diag_.report(node.source().begin,
+                         R"(backends is empty, expected at least one backend such as { address = "10.0.0.1:5432" })");
+            return backends;
+        }
+        std::string written = fmt::format("[[pools.{}.backends]]", pool);
+        std::vector<Origin> origins;
+        for (const toml::table* table : tables_in(*array, "a backend", kBackendExpected)) {
+            TableReader in(diag_, *table, written);
+            auto [backend, origin] = read_backend(in);
+            if (!origin.valid)
+                continue;
+            check_unique_backend(pool, backend, origin, backends, origins);
+            backends.push_back(std::move(backend));
+            origins.push_back(origin);
+        }
+        return backends;
+    }
+
+    std::pair<BackendConfig, Origin> read_backend(const TableReader& in) const
+    {
+        BackendConfig backend;
+        Origin origin;
+        in.reject_unknown_keys(kBackendKeys);
+        if (in.require("address", R"(address = "10.0.0.1:5432")"))
+            origin.valid = in.address("address", PortRule::NonZero, backend.address);
+        in.integer("weight", IntRange{1, 256}, backend.weight);
+        in.boolean("backup", backend.backup);
+        origin.named = in.name("name", backend.name);
+        if (origin.valid)
+            locate(in, "address", backend.address, origin, backend.name);
+        return {std::move(backend), origin};
+    }
+
+    // Admin commands address a backend as POOL/NAME or POOL/ADDRESS, so both
+    // must be unique within the pool. Two defaulted names collide only when
+    // the addresses do, which is reported once, as the address.
+    void check_unique_backend(const std::string& pool, const BackendConfig& backend, const Origin& origin,
+                              const std::vector<BackendConfig>& earlier, const std::vector<Origin>& origins) const
+    {
+        for (std::size_t i = 0; i < earlier.size(); ++i) {
+            if (earlier[i].address == backend.address) {
+                diag_.report(origin.address_at,
+                             fmt::format(R"(backend address {} is already used in pool "{}" on line {}, expected )"
+                                         "each backend address once per pool",
+                                         backend.address.to_string(), pool, origins[i].address_at.line));
+                return;
+            }
+        }
+        for (std::size_t i = 0; i < earlier.size(); ++i) {
+            if (earlier[i].name == backend.name && (origin.named || origins[i].named)) {
+                diag_.report(origin.name_at,
+                             fmt::format(R"(backend name "{}" is already used in pool "{}" on line {}, expected a )"
+                                         "unique name (admin commands address a backend as POOL/NAME)",
+                                         backend.name, pool, origins[i].name_at.line));
+                return;
+            }
+        }
+    }
+
+    // --- listeners ---
+
+    std::vector<ListenerConfig> read_listeners(const toml::node* node, const toml::node* pools) const
+    {
+        std::vector<ListenerConfig> listeners;
+        if (!node) {
+            diag_.report({1, 1}, "no listeners are defined, expected at least one [[listeners]] table");
+            return listeners;
+        }
+        const toml::array* array = node->as_array();
+        if (!array) {
+            diag_.report_type(*node, "listeners", "an array of tables, written as [[listeners]]");
+            return listeners;
+        }
+        if (array->empty())
+            diag_.report(node->source().begin, "listeners is empty, expected at least one [[listeners]] table");
+        std::vector<std::string> pool_names = names_of(pools);
+        std::vector<Origin> origins;
+        for (const toml::table* table : tables_in(*array, "a listener", "a table [[listeners]]")) {
+            TableReader in(diag_, *table, "[[listeners]]");
+            auto [listener, origin] = read_listener(in, pool_names);
+            if (!origin.valid)
+                continue;
+            check_unique_listener(listener, origin, listeners, origins);
+            listeners.push_back(std::move(listener));
+            origins.push_back(origin);
+        }
+        return listeners;
+    }
+
+    // Every key of [pools], valid or not, so a listener is not also blamed
+    // for a pool that has errors of its own.
+    static std::vector<std::string> names_of(const toml::node* pools)
+    {
+        std::vector<std::string> names;
+        if (const toml::table* table = pools ? pools->as_table() : nullptr)
+            for (const auto& [key, value] : *table)
+                names.emplace_back(key.str());
+        return names;
+    }
+
+    std::pair<ListenerConfig, Origin> read_listener(const TableReader& in, const std::vector<std::string>& pools) const
+    {
+        ListenerConfig listener;
+        Origin origin;
+        in.reject_unknown_keys(kListenerKeys);
+        if (in.require("listen", R"(listen = "0.0.0.0:5432")"))
+            origin.valid = in.address("listen", PortRule::AnyPort, listener.listen);
+        bool protocol_valid = in.choice("protocol", kProtocols, listener.protocol) || !in.has("protocol");
+        if (listener.protocol == Protocol::Udp)
+            listener.idle_timeout = std::chrono::seconds(30);
+        if (in.require("pool", R"(pool = "postgres")"))
+            read_pool_reference(in, pools, listener.pool);
+        in.duration("idle_timeout", DurationRule::AllowZero, listener.idle_timeout);
+        if (protocol_valid && listener.protocol == Protocol::Tcp && in.has("responses"))
+            diag_.report(in.node("responses")->source().begin,
+                         R"(responses is set on a tcp listener, expected it only with protocol = "udp")");
+        else
+            in.integer("responses", kNonNegative, listener.responses);
+        in.string("access_log", listener.access_log);
+        origin.named = in.name("name", listener.name);
+        origin.valid = origin.valid && protocol_valid;
+        if (origin.valid)
+            locate(in, "listen", listener.listen, origin, listener.name);
+        return {std::move(listener), origin};
+    }
+
+    void read_pool_reference(const TableReader& in, const std::vector<std::string>& pools, std::string& out) const
+    {
+        const auto* value = in.string_node("pool", "the name of a [pools.NAME] table");
+        if (!value)
+            return;
+        const std::string& name = value->get();
+        if (std::find(pools.begin(), pools.end(), name) != pools.end()) {
+            out = name;
+            return;
+        }
+        std::string expected = pools.empty()
+            ? fmt::format("a [pools.{}] table, but no pools are defined", name)
+            : fmt::format("one of: {}", fmt::join(pools, ", "));
+        diag_.report(value->source().begin, fmt::format(R"(unknown pool "{}", expected {})", name, expected));
+    }
+
+    // Two listeners on one protocol and address would both bind (SO_REUSEPORT)
+    // and silently split the traffic, so that is an error. Port 0 asks the
+    // kernel for a fresh port each time and never collides. Only exact
+    // duplicates are caught: a wildcard and a specific address on one port
+    // coexist by design (the more specific bind wins its traffic).
+    void check_unique_listener(const ListenerConfig& listener, const Origin& origin,
+                               const std::vector<ListenerConfig>& earlier, const std::vector<Origin>& origins) const
+    {
+        for (std::size_t i = 0; i < earlier.size(); ++i) {
+            const ListenerConfig& other = earlier[i];
+            if (listener.listen.port() != 0 && other.protocol == listener.protocol && other.listen == listener.listen) {
+                diag_.report(origin.address_at,
+                             fmt::format(R"(listen address {} ({}) is already used by listener "{}" on line {}, )"
+                                         "expected each listener to have its own address",
+                                         listener.listen.to_string(), to_string(listener.protocol), other.name,
+                                         origins[i].address_at.line));
+                return;
+            }
+        }
+        // Defaulted names repeat legitimately (tcp and udp on one address, or
+        // port 0), so only a configured name must be unique.
+        for (std::size_t i = 0; i < earlier.size(); ++i) {
+            if (earlier[i].name == listener.name && (origin.named || origins[i].named)) {
+                diag_.report(origin.name_at,
+                             fmt::format(R"(listener name "{}" is already used on line {}, expected a unique name)",
+                                         listener.name, origins[i].name_at.line));
+                return;
+            }
+        }
+    }
+
+    Diagnostics& diag_;
+};
+
+ConfigResult finish(Diagnostics& diag, std::optional<Config> config)
+{
+    ConfigResult result;
+    if (diag.empty())
+        result.config = std::move(config);
+    result.errors = diag.take_sorted();
+    return result;
+}
+
+} // namespace
+
+std::optional<Duration> parse_duration(std::string_view text)
+{
+    if (text == "0")
+        return Duration{0};
+    if (text.empty())
+        return std::nullopt;
+    Duration::rep total = 0;
+    while (!text.empty())
+        if (!consume_duration_term(text, total))
+            return std::nullopt;
+    return Duration{total};
+}
+
+std::string_view to_string(Protocol protocol) noexcept
+{
+    return name_of(kProtocols, protocol);
+}
+
+std::string_view to_string(BalanceAlgorithm algorithm) noexcept
+{
+    return name_of(kBalanceAlgorithms, algorithm);
+}
+
+const PoolConfig* Config::find_pool(std::string_view name) const noexcept
+{
+    for (const PoolConfig& pool : pools)
+        if (pool.name == name)
+            return &pool;
+    return nullptr;
+}
+
+std::string ConfigError::to_string() const
+{
+    if (line <= 0)
+        return fmt::format("{}: {}", file, message);
+    if (column <= 0)
+        return fmt::format("{}:{}: {}", file, line, message);
+    return fmt::format("{}:{}:{}: {}", file, line, column, message);
+}
+
+ConfigResult parse_config(std::string_view text, std::string_view source_name)
+{
+    Diagnostics diag(source_name);
+    try {
+        toml::table root = toml::parse(text, std::string_view(source_name));
+        Config config = ConfigReader(diag).read(root);
+        return finish(diag, std::move(config));
+    } catch (const toml::parse_error& error) {
+        diag.report(error.source().begin, syntax_message(error.description()));
+    } catch (const std::exception& error) {
+        // Allocation failure: report it rather than take down a running
+        // sluice that is only reloading.
+        diag.report({}, fmt::format("cannot parse the configuration: {}", error.what()));
+    }
+    return finish(diag, std::nullopt);
+}
+
+ConfigResult load_config_file(const std::string& path)
+{
+    auto fail = [&](int err) {
+        ConfigResult result;
+        result.errors.push_back(ConfigError{
+            path, 0, 0, fmt::format("cannot read the config file: {}", std::generic_category().message(err))});
+        return result;
+    };
+    try {
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd)
+            return fail(errno);
+        std::string text;
+        char buffer[16384];
+        for (;;) {
+            ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
+            if (n == 0)
+                break;
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                return fail(errno);
+            }
+            text.append(buffer, static_cast<std::size_t>(n));
+        }
+        ConfigResult result = parse_config(text, path);
+        if (result.config)
+            result.config->path = path;
+        return result;
+    } catch (const std::exception&) {
+        return fail(ENOMEM);
+    }
+}
+
+} // namespace sluice

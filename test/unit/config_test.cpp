@@ -1,0 +1,945 @@
+#include "sluice/config.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+using sluice::BalanceAlgorithm;
+using sluice::Config;
+using sluice::ConfigResult;
+using sluice::Duration;
+using sluice::HealthCheckConfig;
+using sluice::Protocol;
+
+namespace {
+
+// Config text in these tests starts on the line after R"( so that line numbers
+// in expected messages match what a reader counts: the leading newline is
+// dropped before parsing.
+std::string_view body(std::string_view text)
+{
+    if (!text.empty() && text.front() == '\n')
+        text.remove_prefix(1);
+    return text;
+}
+
+ConfigResult parse(std::string_view text)
+{
+    return sluice::parse_config(body(text), "x.toml");
+}
+
+std::vector<std::string> errors_in(std::string_view text)
+{
+    std::vector<std::string> lines;
+    for (const auto& error : parse(text).errors)
+        lines.push_back(error.to_string());
+    return lines;
+}
+
+Config valid(std::string_view text)
+{
+    auto result = parse(text);
+    for (const auto& error : result.errors)
+        FAIL_CHECK(error.to_string());
+    REQUIRE(result.ok());
+    return *result.config;
+}
+
+// A valid listener and pool to append to a section under test, starting at
+// the line after it.
+constexpr std::string_view kListenerAndPool = R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)";
+
+std::string with_listener_and_pool(std::string_view section)
+{
+    return std::string(body(section)) + std::string(kListenerAndPool);
+}
+
+} // namespace
+
+// --- valid configs -----------------------------------------------------------
+
+TEST_CASE("a full config round-trips into the struct with every key")
+{
+    Config config = valid(R"(
+[global]
+workers = 4
+max_connections = 10000
+drain_timeout = "1m"
+pipe_size = 65536
+backlog = 128
+
+[admin]
+socket = "/run/sluice/admin.sock"
+metrics = "127.0.0.1:9100"
+
+[[listeners]]
+name = "pg"
+listen = "127.0.0.1:5432"
+protocol = "tcp"
+pool = "postgres"
+idle_timeout = "1h"
+access_log = "/var/log/sluice/pg.log"
+
+[[listeners]]
+name = "dns"
+listen = "[::1]:53"
+protocol = "udp"
+pool = "dns"
+idle_timeout = "5s"
+responses = 1
+access_log = "-"
+
+[pools.postgres]
+balance = "least_conn"
+connect_timeout = "250ms"
+retries = 5
+max_fails = 10
+fail_timeout = "30s"
+health = { interval = "5s", timeout = "2s", rise = 4, fall = 6, protocol = "tcp" }
+backends = [
+    { address = "10.0.1.10:5432", weight = 3, name = "pg-a" },
+    { address = "10.0.1.11:5432", weight = 256, name = "pg-b", backup = true },
+]
+
+[pools.dns]
+balance = "ip_hash"
+health = { protocol = "udp", send = "ping", expect = "pong" }
+backends = [{ address = "[2001:db8::53]:53" }]
+)");
+
+    CHECK(config.path.empty());
+    CHECK(config.global.workers == 4);
+    CHECK(config.global.max_connections == 10000);
+    CHECK(config.global.drain_timeout == 60s);
+    CHECK(config.global.pipe_size == 65536u);
+    CHECK(config.global.backlog == 128);
+    CHECK(config.admin.socket == "/run/sluice/admin.sock");
+    REQUIRE(config.admin.metrics);
+    CHECK(config.admin.metrics->to_string() == "127.0.0.1:9100");
+
+    REQUIRE(config.listeners.size() == 2);
+    const auto& pg = config.listeners[0];
+    CHECK(pg.name == "pg");
+    CHECK(pg.listen.to_string() == "127.0.0.1:5432");
+    CHECK(pg.protocol == Protocol::Tcp);
+    CHECK(pg.pool == "postgres");
+    CHECK(pg.idle_timeout == 1h);
+    CHECK(pg.responses == 0);
+    CHECK(pg.access_log == "/var/log/sluice/pg.log");
+    const auto& dns = config.listeners[1];
+    CHECK(dns.name == "dns");
+    CHECK(dns.listen.to_string() == "[::1]:53");
+    CHECK(dns.protocol == Protocol::Udp);
+    CHECK(dns.idle_timeout == 5s);
+    CHECK(dns.responses == 1);
+    CHECK(dns.access_log == "-");
+
+    REQUIRE(config.pools.size() == 2);
+    const auto& postgres = config.pools[0];  // file order, not name order
+    CHECK(postgres.name == "postgres");
+    CHECK(postgres.balance == BalanceAlgorithm::LeastConn);
+    CHECK(postgres.connect_timeout == 250ms);
+    CHECK(postgres.retries == 5);
+    CHECK(postgres.max_fails == 10);
+    CHECK(postgres.fail_timeout == 30s);
+    REQUIRE(postgres.health);
+    CHECK(postgres.health->kind == HealthCheckConfig::Kind::TcpConnect);
+    CHECK(postgres.health->interval == 5s);
+    CHECK(postgres.health->timeout == 2s);
+    CHECK(postgres.health->rise == 4);
+    CHECK(postgres.health->fall == 6);
+    REQUIRE(postgres.backends.size() == 2);
+    CHECK(postgres.backends[0].address.to_string() == "10.0.1.10:5432");
+    CHECK(postgres.backends[0].name == "pg-a");
+    CHECK(postgres.backends[0].weight == 3);
+    CHECK_FALSE(postgres.backends[0].backup);
+    CHECK(postgres.backends[1].name == "pg-b");
+    CHECK(postgres.backends[1].weight == 256);
+    CHECK(postgres.backends[1].backup);
+
+    const auto& dns_pool = config.pools[1];
+    CHECK(dns_pool.name == "dns");
+    CHECK(dns_pool.balance == BalanceAlgorithm::IpHash);
+    REQUIRE(dns_pool.health);
+    CHECK(dns_pool.health->kind == HealthCheckConfig::Kind::Udp);
+    CHECK(dns_pool.health->send == "ping");
+    CHECK(dns_pool.health->expect == "pong");
+    REQUIRE(dns_pool.backends.size() == 1);
+    CHECK(dns_pool.backends[0].name == "[2001:db8::53]:53");
+}
+
+TEST_CASE("omitted keys take their documented defaults")
+{
+    Config config = valid(R"(
+[[listeners]]
+listen = "*:8080"
+pool = "web"
+
+[pools.web]
+health = {}
+backends = [{ address = "localhost:80" }]
+)");
+
+    CHECK(config.global.workers == 0);
+    CHECK(config.global.max_connections == 0);
+    CHECK(config.global.drain_timeout == 30s);
+    CHECK(config.global.pipe_size == 1u << 20);
+    CHECK(config.global.backlog == 4096);
+    CHECK(config.admin.socket.empty());
+    CHECK_FALSE(config.admin.metrics);
+
+    REQUIRE(config.listeners.size() == 1);
+    const auto& listener = config.listeners[0];
+    CHECK(listener.name == "0.0.0.0:8080");  // the address as printed after parsing
+    CHECK(listener.protocol == Protocol::Tcp);
+    CHECK(listener.idle_timeout == 0ms);
+    CHECK(listener.responses == 0);
+    CHECK(listener.access_log.empty());
+
+    REQUIRE(config.pools.size() == 1);
+    const auto& pool = config.pools[0];
+    CHECK(pool.balance == BalanceAlgorithm::RoundRobin);
+    CHECK(pool.connect_timeout == 3s);
+    CHECK(pool.retries == 2);
+    CHECK(pool.max_fails == 3);
+    CHECK(pool.fail_timeout == 10s);
+    REQUIRE(pool.health);
+    CHECK(pool.health->kind == HealthCheckConfig::Kind::TcpConnect);
+    CHECK(pool.health->interval == 2s);
+    CHECK(pool.health->timeout == 1s);
+    CHECK(pool.health->rise == 2);
+    CHECK(pool.health->fall == 3);
+    CHECK(pool.health->send.empty());
+    CHECK(pool.health->expect.empty());
+    REQUIRE(pool.backends.size() == 1);
+    CHECK(pool.backends[0].name == "127.0.0.1:80");
+    CHECK(pool.backends[0].weight == 1);
+    CHECK_FALSE(pool.backends[0].backup);
+}
+
+TEST_CASE("a pool without a health key has no active health check")
+{
+    Config config = valid(kListenerAndPool);
+    REQUIRE(config.pools.size() == 1);
+    CHECK_FALSE(config.pools[0].health);
+}
+
+TEST_CASE("a udp listener defaults to a 30 second idle timeout, a tcp one to none")
+{
+    Config config = valid(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+protocol = "udp"
+pool = "p"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+idle_timeout = "0"
+protocol = "udp"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)");
+    REQUIRE(config.listeners.size() == 2);
+    CHECK(config.listeners[0].idle_timeout == 30s);
+    CHECK(config.listeners[1].idle_timeout == 0ms);
+}
+
+TEST_CASE("health and backends may be written as sub-tables")
+{
+    Config config = valid(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p.health]
+protocol = "udp"
+send = "\u0000ping"
+
+[[pools.p.backends]]
+address = "127.0.0.1:9"
+name = "one"
+
+[[pools.p.backends]]
+address = "127.0.0.1:10"
+)");
+    const auto* pool = config.find_pool("p");
+    REQUIRE(pool);
+    REQUIRE(pool->health);
+    CHECK(pool->health->send == std::string("\0ping", 5));
+    REQUIRE(pool->backends.size() == 2);
+    CHECK(pool->backends[0].name == "one");
+    CHECK(pool->backends[1].name == "127.0.0.1:10");
+}
+
+TEST_CASE("find_pool finds a pool by name and returns null otherwise")
+{
+    Config config = valid(kListenerAndPool);
+    REQUIRE(config.find_pool("p"));
+    CHECK(config.find_pool("p")->name == "p");
+    CHECK(config.find_pool("q") == nullptr);
+    CHECK(config.find_pool("") == nullptr);
+}
+
+TEST_CASE("an empty metrics address turns metrics off")
+{
+    Config config = valid(with_listener_and_pool(R"(
+[admin]
+socket = ""
+metrics = ""
+)"));
+    CHECK(config.admin.socket.empty());
+    CHECK_FALSE(config.admin.metrics);
+}
+
+TEST_CASE("tcp and udp listeners may share an address, and port-0 listeners never collide")
+{
+    Config config = valid(R"(
+[[listeners]]
+listen = "0.0.0.0:53"
+pool = "p"
+
+[[listeners]]
+listen = "0.0.0.0:53"
+protocol = "udp"
+pool = "p"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)");
+    CHECK(config.listeners.size() == 4);
+}
+
+TEST_CASE("the same backend address may appear in two pools")
+{
+    Config config = valid(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "a"
+
+[pools.a]
+backends = [{ address = "127.0.0.1:9", name = "x" }]
+
+[pools.b]
+backends = [{ address = "127.0.0.1:9", name = "x" }]
+)");
+    CHECK(config.pools.size() == 2);
+}
+
+TEST_CASE("the shipped conf/sluice.toml validates cleanly")
+{
+    std::string path = std::string(SLUICE_SOURCE_DIR) + "/conf/sluice.toml";
+    auto result = sluice::load_config_file(path);
+    for (const auto& error : result.errors)
+        FAIL_CHECK(error.to_string());
+    REQUIRE(result.ok());
+    CHECK(result.config->path == path);
+    CHECK_FALSE(result.config->listeners.empty());
+    CHECK_FALSE(result.config->pools.empty());
+}
+
+// --- errors ------------------------------------------------------------------
+
+TEST_CASE("a TOML syntax error is reported once with its position")
+{
+    CHECK(errors_in(R"(
+[global]
+workers = 4 4
+)") == std::vector<std::string>{
+        "x.toml:2:13: syntax error in key-value pair: expected a comment or whitespace, saw '4'"});
+
+    CHECK(errors_in(R"(
+[global
+)") == std::vector<std::string>{
+        "x.toml:1:8: syntax error in table header: expected ']', saw '\\n'"});
+}
+
+TEST_CASE("a syntax error yields no config")
+{
+    auto result = parse("[[listeners]\n");
+    CHECK_FALSE(result.ok());
+    CHECK_FALSE(result.config);
+    CHECK(result.errors.size() == 1);
+}
+
+TEST_CASE("unknown keys are reported at every level, listing the valid keys")
+{
+    CHECK(errors_in(R"(
+[global]
+workers = 2
+wokers = 4
+)" + std::string(kListenerAndPool)) == std::vector<std::string>{
+        R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog)"});
+
+    CHECK(errors_in(with_listener_and_pool(R"(
+[admin]
+sock = "/tmp/a"
+)")) == std::vector<std::string>{
+        R"(x.toml:2:1: unknown key "sock" in [admin], expected one of: socket, metrics)"});
+
+    CHECK(errors_in(with_listener_and_pool(R"(
+globals = 1
+)")) == std::vector<std::string>{
+        R"(x.toml:1:1: unknown key "globals" in the top-level table, expected one of: global, admin, listeners, pools)"});
+
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+idle = "1s"
+
+[pools.p]
+balanse = "random"
+health = { interval = "1s", intervall = "2s" }
+backends = [{ address = "127.0.0.1:9", wieght = 2 }]
+)") == std::vector<std::string>{
+        R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log)",
+        R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, backends)",
+        R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: interval, timeout, rise, fall, protocol, send, expect)",
+        R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup)"});
+}
+
+TEST_CASE("a value of the wrong type names what was expected and what was found")
+{
+    CHECK(errors_in(R"(
+[global]
+workers = "4"
+max_connections = 1.5
+
+[admin]
+socket = 5
+
+[[listeners]]
+listen = 8080
+pool = "p"
+name = true
+
+[pools.p]
+balance = 1
+health = true
+backends = [{ address = "127.0.0.1:9", backup = "yes" }, "127.0.0.1:10"]
+)") == std::vector<std::string>{
+        "x.toml:2:11: workers is a string, expected an integer from 0 to 1024",
+        "x.toml:3:19: max_connections is a floating-point number, expected an integer of at least 0",
+        "x.toml:6:10: socket is an integer, expected a string",
+        R"(x.toml:9:10: listen is an integer, expected an address string, "ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432")",
+        "x.toml:11:8: name is a boolean, expected a string",
+        "x.toml:14:11: balance is an integer, expected one of: round_robin, least_conn, ip_hash, random",
+        R"(x.toml:15:10: health is a boolean, expected a table such as health = { interval = "2s", timeout = "1s" })",
+        "x.toml:16:49: backup is a string, expected true or false",
+        R"(x.toml:16:58: a backend is a string, expected a table such as { address = "10.0.0.1:5432" })"});
+}
+
+TEST_CASE("sections of the wrong shape are reported")
+{
+    CHECK(errors_in(R"(
+global = 1
+pools = "p"
+
+[listeners]
+listen = "127.0.0.1:0"
+)") == std::vector<std::string>{
+        "x.toml:1:10: global is an integer, expected a table [global]",
+        "x.toml:2:9: pools is a string, expected a table of pools such as [pools.postgres]",
+        "x.toml:4:1: listeners is a table, expected an array of tables, written as [[listeners]]"});
+}
+
+TEST_CASE("a duration written as a bare integer suggests a unit")
+{
+    CHECK(errors_in(with_listener_and_pool(R"(
+[global]
+drain_timeout = 30
+)")) == std::vector<std::string>{
+        R"(x.toml:2:17: drain_timeout is an integer, expected a duration string such as "30s")"});
+}
+
+TEST_CASE("a weight of 300 is reported with its line and column")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [
+    { address = "10.0.1.10:5432", weight = 300 },
+]
+)") == std::vector<std::string>{
+        "x.toml:7:44: weight 300 is out of range, expected an integer from 1 to 256"});
+}
+
+TEST_CASE("integers out of range are reported with the range allowed")
+{
+    CHECK(errors_in(R"(
+[global]
+workers = 1025
+max_connections = -1
+pipe_size = 4095
+backlog = 0
+
+[[listeners]]
+listen = "127.0.0.1:0"
+protocol = "udp"
+pool = "p"
+responses = -1
+
+[pools.p]
+retries = 33
+max_fails = 1001
+health = { rise = 0, fall = 101 }
+backends = [{ address = "127.0.0.1:9", weight = 0 }]
+)") == std::vector<std::string>{
+        "x.toml:2:11: workers 1025 is out of range, expected an integer from 0 to 1024",
+        "x.toml:3:19: max_connections -1 is out of range, expected an integer of at least 0",
+        "x.toml:4:13: pipe_size 4095 is out of range, expected an integer from 4096 to 67108864",
+        "x.toml:5:11: backlog 0 is out of range, expected an integer from 1 to 65535",
+        "x.toml:11:13: responses -1 is out of range, expected an integer of at least 0",
+        "x.toml:14:11: retries 33 is out of range, expected an integer from 0 to 32",
+        "x.toml:15:13: max_fails 1001 is out of range, expected an integer from 0 to 1000",
+        "x.toml:16:19: rise 0 is out of range, expected an integer from 1 to 100",
+        "x.toml:16:29: fall 101 is out of range, expected an integer from 1 to 100",
+        "x.toml:17:49: weight 0 is out of range, expected an integer from 1 to 256"});
+}
+
+TEST_CASE("the edges of each integer range are accepted")
+{
+    Config config = valid(R"(
+[global]
+workers = 1024
+pipe_size = 67108864
+backlog = 65535
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+retries = 32
+max_fails = 0
+health = { rise = 100, fall = 1 }
+backends = [{ address = "127.0.0.1:9", weight = 256 }]
+)");
+    CHECK(config.global.workers == 1024);
+    CHECK(config.global.pipe_size == 67108864u);
+    CHECK(config.pools[0].max_fails == 0);
+}
+
+TEST_CASE("bad addresses and ports say what is wrong and what was expected")
+{
+    CHECK(errors_in(R"(
+[admin]
+metrics = "127.0.0.1"
+
+[[listeners]]
+listen = "127.0.0.1:65536"
+pool = "p"
+
+[[listeners]]
+listen = "db.example.com:5432"
+pool = "p"
+
+[[listeners]]
+listen = "127.0.0.1:http"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "10.0.0.1:0" }]
+)") == std::vector<std::string>{
+        R"(x.toml:2:11: metrics "127.0.0.1" has no port, expected "ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432")",
+        R"(x.toml:5:10: listen "127.0.0.1:65536" has port 65536 which is out of range, expected a port from 0 to 65535)",
+        R"(x.toml:9:10: listen "db.example.com:5432" is not a numeric IP address and port, expected "ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432" (host names are not resolved))",
+        R"(x.toml:13:10: listen "127.0.0.1:http" has an invalid port "http", expected a port from 0 to 65535)",
+        R"(x.toml:17:25: address "10.0.0.1:0" has port 0, expected a port from 1 to 65535)"});
+}
+
+TEST_CASE("a listener naming an unknown pool lists the pools that exist")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+name = "db"
+listen = "127.0.0.1:5432"
+pool = "pg"
+
+[pools.redis]
+backends = [{ address = "127.0.0.1:6379" }]
+
+[pools.postgres]
+backends = [{ address = "127.0.0.1:5433" }]
+)") == std::vector<std::string>{
+        R"(x.toml:4:8: unknown pool "pg", expected one of: postgres, redis)"});
+
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:5432"
+pool = "pg"
+)") == std::vector<std::string>{
+        R"(x.toml:3:8: unknown pool "pg", expected a [pools.pg] table, but no pools are defined)"});
+}
+
+TEST_CASE("two listeners on the same protocol and address are an error")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:5432"
+pool = "p"
+
+[[listeners]]
+name = "b"
+listen = "localhost:5432"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        R"(x.toml:8:10: listen address 127.0.0.1:5432 (tcp) is already used by listener "a" on line 3, expected each listener to have its own address)"});
+}
+
+TEST_CASE("duplicate listener names are an error")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+name = "db"
+listen = "127.0.0.1:5432"
+pool = "p"
+
+[[listeners]]
+listen = "127.0.0.1:5433"
+name = "db"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        R"(x.toml:8:8: listener name "db" is already used on line 2, expected a unique name)"});
+}
+
+TEST_CASE("duplicate backend addresses and names within a pool are errors")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [
+    { address = "10.0.0.1:80", name = "a" },
+    { address = "10.0.0.1:80", name = "b" },
+    { address = "10.0.0.2:80", name = "a" },
+    { address = "10.0.0.3:80", name = "10.0.0.4:80" },
+    { address = "10.0.0.4:80" },
+]
+)") == std::vector<std::string>{
+        R"(x.toml:8:17: backend address 10.0.0.1:80 is already used in pool "p" on line 7, expected each backend address once per pool)",
+        R"(x.toml:9:39: backend name "a" is already used in pool "p" on line 7, expected a unique name (admin commands address a backend as POOL/NAME))",
+        R"(x.toml:11:17: backend name "10.0.0.4:80" is already used in pool "p" on line 10, expected a unique name (admin commands address a backend as POOL/NAME))"});
+}
+
+TEST_CASE("a pool without backends or with an empty list is an error")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "a"
+
+[pools.a]
+balance = "random"
+
+[pools.b]
+backends = []
+
+[pools.c]
+backends = "127.0.0.1:9"
+)") == std::vector<std::string>{
+        R"(x.toml:5:1: [pools.a] is missing the required key "backends", expected e.g. backends = [{ address = "10.0.0.1:5432" }])",
+        R"(x.toml:9:12: backends is empty, expected at least one backend such as { address = "10.0.0.1:5432" })",
+        R"(x.toml:12:12: backends is a string, expected an array of backends such as [{ address = "10.0.0.1:5432" }])"});
+}
+
+TEST_CASE("missing required keys are reported at the table that lacks them")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+pool = "p"
+
+  [[listeners]]
+  listen = "127.0.0.1:0"
+
+[pools.p]
+backends = [
+    { weight = 2 },
+]
+)") == std::vector<std::string>{
+        R"(x.toml:1:1: [[listeners]] is missing the required key "listen", expected e.g. listen = "0.0.0.0:5432")",
+        R"(x.toml:4:3: [[listeners]] is missing the required key "pool", expected e.g. pool = "postgres")",
+        R"(x.toml:9:5: [[pools.p.backends]] is missing the required key "address", expected e.g. address = "10.0.0.1:5432")"});
+}
+
+TEST_CASE("a config with no listeners is an error")
+{
+    CHECK(errors_in(R"(
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        "x.toml:1:1: no listeners are defined, expected at least one [[listeners]] table"});
+
+    CHECK(errors_in("") == std::vector<std::string>{
+        "x.toml:1:1: no listeners are defined, expected at least one [[listeners]] table"});
+
+    CHECK(errors_in("listeners = []\n") == std::vector<std::string>{
+        "x.toml:1:13: listeners is empty, expected at least one [[listeners]] table"});
+}
+
+TEST_CASE("an unknown protocol or balance algorithm lists the choices")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+protocol = "sctp"
+pool = "p"
+
+[pools.p]
+balance = "weighted"
+health = { protocol = "http" }
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        R"(x.toml:3:12: unknown protocol "sctp", expected one of: tcp, udp)",
+        R"(x.toml:7:11: unknown balance "weighted", expected one of: round_robin, least_conn, ip_hash, random)",
+        R"(x.toml:8:23: unknown protocol "http", expected one of: tcp, udp)"});
+}
+
+TEST_CASE("responses on a tcp listener is an error")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+responses = 1
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        R"(x.toml:4:13: responses is set on a tcp listener, expected it only with protocol = "udp")"});
+}
+
+TEST_CASE("a udp health check needs a non-empty send, and send and expect are udp only")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "a"
+
+[pools.a]
+health = { protocol = "udp" }
+backends = [{ address = "127.0.0.1:9" }]
+
+[pools.b]
+health = { protocol = "udp", send = "" }
+backends = [{ address = "127.0.0.1:9" }]
+
+[pools.c]
+health = { send = "ping", expect = "pong" }
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        R"(x.toml:6:10: [pools.a.health] is missing the required key "send", expected e.g. send = "ping" (the datagram a udp health check sends))",
+        R"(x.toml:10:37: send is empty, expected the datagram a udp health check sends)",
+        R"(x.toml:14:19: send is set on a tcp health check, expected it only with protocol = "udp")",
+        R"(x.toml:14:36: expect is set on a tcp health check, expected it only with protocol = "udp")"});
+}
+
+TEST_CASE("bad durations in the config say what is wrong")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+idle_timeout = "10"
+
+[pools.p]
+connect_timeout = "-1s"
+fail_timeout = "soon"
+health = { interval = "0s", timeout = "1.5s" }
+backends = [{ address = "127.0.0.1:9" }]
+)") == std::vector<std::string>{
+        R"(x.toml:4:16: idle_timeout "10" has no unit, expected a duration such as "10s" (units: ms, s, m, h))",
+        R"(x.toml:7:19: connect_timeout "-1s" is negative, expected a duration with a unit (ms, s, m, h) such as "250ms", "3s" or "1m30s")",
+        R"(x.toml:8:16: fail_timeout "soon" is not a valid duration, expected a duration with a unit (ms, s, m, h) such as "250ms", "3s" or "1m30s")",
+        R"(x.toml:9:23: interval "0s" is zero, expected a duration greater than zero such as "1s")",
+        R"(x.toml:9:39: timeout "1.5s" is not a valid duration, expected a duration with a unit (ms, s, m, h) such as "250ms", "3s" or "1m30s")"});
+}
+
+TEST_CASE("empty names and names containing a slash are rejected")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+name = ""
+listen = "127.0.0.1:0"
+pool = "a/b"
+
+[pools."a/b"]
+backends = [{ address = "127.0.0.1:9", name = "x/y" }]
+)") == std::vector<std::string>{
+        R"(x.toml:2:8: name "" is empty, expected a non-empty name (or no name key, to use the default))",
+        R"(x.toml:6:8: pool name "a/b" contains "/", expected a name without "/" (admin commands use POOL/NAME))",
+        R"(x.toml:7:47: name "x/y" contains "/", expected a name without "/" (admin commands use POOL/NAME))"});
+}
+
+TEST_CASE("an admin socket path too long for a unix socket address is an error")
+{
+    std::string path = "/" + std::string(107, 's');
+    CHECK(errors_in(with_listener_and_pool("\n[admin]\nsocket = \"" + path + "\"\n")) == std::vector<std::string>{
+        "x.toml:2:10: socket path is 108 bytes long, expected at most 107 bytes (the limit of a unix socket address)"});
+    path.pop_back();
+    CHECK(valid(with_listener_and_pool("\n[admin]\nsocket = \"" + path + "\"\n")).admin.socket == path);
+}
+
+TEST_CASE("all errors are reported at once, in file order")
+{
+    // Sections are read in a fixed order (global, admin, pools, listeners),
+    // not in file order; the errors must still come out in line order.
+    auto errors = errors_in(R"(
+[pools.p]
+retries = -1
+backends = [{ address = "127.0.0.1:9", weight = 0 }]
+
+[global]
+workers = -1
+
+[[listeners]]
+listen = "127.0.0.1"
+pool = "q"
+)");
+    CHECK(errors == std::vector<std::string>{
+        "x.toml:2:11: retries -1 is out of range, expected an integer from 0 to 32",
+        "x.toml:3:49: weight 0 is out of range, expected an integer from 1 to 256",
+        "x.toml:6:11: workers -1 is out of range, expected an integer from 0 to 1024",
+        R"(x.toml:9:10: listen "127.0.0.1" has no port, expected "ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432")",
+        R"(x.toml:10:8: unknown pool "q", expected one of: p)"});
+    CHECK_FALSE(parse("[global]\nworkers = -1\n").config);
+}
+
+// --- durations ---------------------------------------------------------------
+
+TEST_CASE("valid durations parse to milliseconds")
+{
+    struct Case {
+        const char* text;
+        Duration expected;
+    };
+    for (const auto& c : std::vector<Case>{
+             {"0", 0ms},
+             {"0s", 0ms},
+             {"0ms", 0ms},
+             {"250ms", 250ms},
+             {"3s", 3s},
+             {"5m", 5min},
+             {"1h", 1h},
+             {"1m30s", 90s},
+             {"1h2m3s4ms", 1h + 2min + 3s + 4ms},
+             {"1500ms", 1500ms},
+             {"90s", 90s},
+         }) {
+        INFO(c.text);
+        auto parsed = sluice::parse_duration(c.text);
+        REQUIRE(parsed);
+        CHECK(*parsed == c.expected);
+    }
+}
+
+TEST_CASE("invalid durations are rejected")
+{
+    for (const char* text : {"", "3", "00", "-1s", "+1s", "1.5s", "s", "ms", "3 s", " 3s", "3s ", "3sec", "3S",
+                             "1d", "1us", "3s5", "abc", "1m-30s", "99999999999999999999s",
+                             "9223372036854775807s", "2562047788016h"}) {
+        INFO('"' << text << '"');
+        CHECK_FALSE(sluice::parse_duration(text));
+    }
+}
+
+TEST_CASE("the largest duration that fits is accepted")
+{
+    // 2562047788015 hours is the last whole hour below 2^63 milliseconds.
+    auto parsed = sluice::parse_duration("2562047788015h");
+    REQUIRE(parsed);
+    CHECK(parsed->count() == 2562047788015LL * 3600 * 1000);
+}
+
+// --- names and output --------------------------------------------------------
+
+TEST_CASE("to_string spells protocols and algorithms as the config does")
+{
+    CHECK(sluice::to_string(Protocol::Tcp) == "tcp");
+    CHECK(sluice::to_string(Protocol::Udp) == "udp");
+    CHECK(sluice::to_string(BalanceAlgorithm::RoundRobin) == "round_robin");
+    CHECK(sluice::to_string(BalanceAlgorithm::LeastConn) == "least_conn");
+    CHECK(sluice::to_string(BalanceAlgorithm::IpHash) == "ip_hash");
+    CHECK(sluice::to_string(BalanceAlgorithm::Random) == "random");
+
+    for (auto algorithm : {BalanceAlgorithm::RoundRobin, BalanceAlgorithm::LeastConn, BalanceAlgorithm::IpHash,
+                           BalanceAlgorithm::Random}) {
+        std::string text = "\n[[listeners]]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n[pools.p]\nbalance = \""
+            + std::string(sluice::to_string(algorithm)) + "\"\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
+        CHECK(valid(text).pools[0].balance == algorithm);
+    }
+}
+
+TEST_CASE("a config error prints as FILE:LINE:COL: message")
+{
+    CHECK(sluice::ConfigError{"demo.toml", 12, 11, "weight 300 is out of range"}.to_string()
+          == "demo.toml:12:11: weight 300 is out of range");
+    CHECK(sluice::ConfigError{"demo.toml", 0, 0, "cannot read"}.to_string() == "demo.toml: cannot read");
+}
+
+// --- files -------------------------------------------------------------------
+
+TEST_CASE("load_config_file reports a missing file as one error naming the path")
+{
+    auto result = sluice::load_config_file("/nonexistent/sluice.toml");
+    CHECK_FALSE(result.ok());
+    CHECK_FALSE(result.config);
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].to_string()
+          == "/nonexistent/sluice.toml: cannot read the config file: No such file or directory");
+}
+
+TEST_CASE("load_config_file reports errors under the file's path and records it in the config")
+{
+    char path[] = "/tmp/sluice_config_test_XXXXXX";
+    int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+
+    std::ofstream(path) << "[global]\nworkers = -1\n" << body(kListenerAndPool);
+    auto bad = sluice::load_config_file(path);
+    REQUIRE(bad.errors.size() == 1);
+    CHECK(bad.errors[0].to_string()
+          == std::string(path) + ":2:11: workers -1 is out of range, expected an integer from 0 to 1024");
+
+    std::ofstream(path) << body(kListenerAndPool);
+    auto good = sluice::load_config_file(path);
+    REQUIRE(good.ok());
+    CHECK(good.config->path == path);
+
+    std::remove(path);
+}
