@@ -51,16 +51,19 @@ struct alignas(64) BackendSlot {
     std::atomic<AdminState> admin{AdminState::Ready};
     std::atomic<std::uint16_t> weight{1};
     std::atomic<std::uint32_t> active{0};        // sessions now, across all workers
+    // Passive health: failures counted in a window that starts at the first one.
+    // (Declared here, beside `active`, so the two 32-bit fields share 8 bytes and
+    // the slot fits one 64-byte line.)
+    std::atomic<std::uint32_t> window_failures{0};
     std::atomic<std::uint64_t> total{0};         // sessions ever
     std::atomic<std::uint64_t> connect_failures{0};
     std::atomic<std::uint64_t> bytes_to_backend{0};
     std::atomic<std::uint64_t> bytes_from_backend{0};
-    // Passive health: failures counted in a window that starts at the first one.
-    std::atomic<std::uint32_t> window_failures{0};
     std::atomic<std::int64_t> window_start_ms{0};
     // While now < passive_down_until_ms the backend is treated as down.
     std::atomic<std::int64_t> passive_down_until_ms{0};
 };
+static_assert(sizeof(BackendSlot) == 64, "a backend slot is one cache line");
 
 class BackendTable {
 public:

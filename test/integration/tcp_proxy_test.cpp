@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <fmt/format.h>
 #include <map>
 #include <sys/socket.h>
@@ -17,6 +18,10 @@ using namespace sluice::test;
 namespace {
 
 struct PoolSpec {
+    PoolSpec(std::vector<std::string> backend_addresses, std::string pool_keys = "")
+        : backends(std::move(backend_addresses)), extra(std::move(pool_keys))
+    {
+    }
     std::vector<std::string> backends;
     std::string extra;  // more pool keys, TOML lines
 };

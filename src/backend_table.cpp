@@ -1,0 +1,268 @@
+// BackendTable: lock-free per-backend state shared by every thread.
+//
+// Memory ordering. Counters that only report (active, total, bytes, failure
+// counts) are relaxed: nobody orders other memory against them. Fields that
+// gate a decision (health, admin state, weight, passive_down_until_ms) are
+// stored with release and loaded with acquire, and every real change to them
+// is followed by a generation bump (acq_rel), so a balancer that sees a new
+// generation also sees the change that caused it.
+//
+// Races we accept, on purpose (none of them can pick an excluded backend, lose
+// a session or corrupt a slot; they only make one decision slightly stale):
+//
+//  1. A balancer may read a health value one probe old: the prober's store and a
+//     worker's pick are not ordered, so a backend that has just gone down can
+//     still be picked once; its connect then fails and the session retries.
+//  2. least_conn and random read `active` counts that other workers are
+//     changing at the same moment. Two workers can both see the same backend as
+//     least loaded and both pick it. Over many picks this evens out.
+//  3. usable() loads health, admin state and passive_down_until_ms one after the
+//     other, not as one snapshot; a backend changing two of them at once may be
+//     judged on a mix. Each field alone is enough to reject a backend, so the
+//     mix is never "more usable" than either state.
+//  4. Passive windowing (record_connect_failure) uses two atomics, not one
+//     snapshot. Two failures on the same backend at the same instant may both
+//     open a new window, and then the window counts one failure instead of two;
+//     marking the backend down can be delayed by one failure. Only the call whose
+//     increment reaches max_fails exactly returns true, so a backend is never
+//     marked down twice for one window.
+//  5. A worker reads generation() and then the slots; a change that lands
+//     between the two is seen in the slots and seen again as a new generation on
+//     the next pick: a harmless extra check, never a missed change.
+//  6. allocate() resets a slot's fields one by one after winning it. Nobody but
+//     the control thread knows the id until allocate() returns, so nobody reads
+//     a half-reset slot.
+//  7. A worker's ip_hash (Maglev) table can be one change old: it is rebuilt on
+//     the pick after the worker sees the new generation. Every lookup re-checks
+//     usable() on the backend it lands on, so a stale table at worst sends a
+//     client to the next backend in table order, never to an unusable one.
+//  8. free() must only be called once no session holds the backend (the control
+//     thread frees a slot after the pools using it are gone). A release() after
+//     the slot was reallocated would make `active` wrap; we assert in debug
+//     builds rather than pay a CAS loop on every session end.
+#include "sluice/backend_table.h"
+
+#include <cassert>
+#include <ctime>
+
+namespace sluice {
+
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+constexpr auto kAcquire = std::memory_order_acquire;
+constexpr auto kRelease = std::memory_order_release;
+constexpr auto kAcqRel = std::memory_order_acq_rel;
+
+} // namespace
+
+bool BackendTable::usable(BackendId id, std::int64_t now_ms) const noexcept
+{
+    const BackendSlot& s = slots_[id];
+    return s.health.load(kAcquire) == Health::Up && s.admin.load(kAcquire) == AdminState::Ready
+        && now_ms >= s.passive_down_until_ms.load(kAcquire);
+}
+
+void BackendTable::acquire(BackendId id) noexcept
+{
+    BackendSlot& s = slots_[id];
+    s.active.fetch_add(1, kRelaxed);
+    s.total.fetch_add(1, kRelaxed);
+}
+
+void BackendTable::release(BackendId id) noexcept
+{
+    [[maybe_unused]] std::uint32_t before = slots_[id].active.fetch_sub(1, kRelaxed);
+    assert(before > 0 && "release() without a matching acquire()");
+}
+
+std::uint32_t BackendTable::active(BackendId id) const noexcept
+{
+    return slots_[id].active.load(kRelaxed);
+}
+
+std::uint16_t BackendTable::weight(BackendId id) const noexcept
+{
+    return slots_[id].weight.load(kAcquire);
+}
+
+void BackendTable::add_bytes(BackendId id, std::uint64_t to_backend, std::uint64_t from_backend) noexcept
+{
+    BackendSlot& s = slots_[id];
+    if (to_backend != 0)
+        s.bytes_to_backend.fetch_add(to_backend, kRelaxed);
+    if (from_backend != 0)
+        s.bytes_from_backend.fetch_add(from_backend, kRelaxed);
+}
+
+// The window opens at the first failure and lasts fail_timeout_ms; the call that
+// brings the count to max_fails marks the backend down and closes the window.
+// Failures while the backend is already passively down are connects that were
+// started before the mark: they are counted in connect_failures but open no new
+// window, so a backend is not marked down again the instant it comes back.
+bool BackendTable::record_connect_failure(BackendId id, std::int64_t now_ms, int max_fails,
+                                          std::int64_t fail_timeout_ms) noexcept
+{
+    BackendSlot& s = slots_[id];
+    s.connect_failures.fetch_add(1, kRelaxed);
+    if (max_fails <= 0)
+        return false;
+    if (now_ms < s.passive_down_until_ms.load(kAcquire))
+        return false;
+
+    std::uint32_t count = 0;
+    std::int64_t start = s.window_start_ms.load(kAcquire);
+    std::uint32_t in_window = s.window_failures.load(kAcquire);
+    if (in_window == 0 || now_ms - start >= fail_timeout_ms) {
+        // Open a new window with this failure as its first. Racing openers
+        // (accepted race 4) agree through the CAS on the start time.
+        if (s.window_start_ms.compare_exchange_strong(start, now_ms, kAcqRel, kAcquire)) {
+            s.window_failures.store(1, kRelease);
+            count = 1;
+        } else {
+            count = s.window_failures.fetch_add(1, kAcqRel) + 1;
+        }
+    } else {
+        count = s.window_failures.fetch_add(1, kAcqRel) + 1;
+    }
+
+    if (count != static_cast<std::uint32_t>(max_fails))
+        return false;
+    // health_reason stays the prober's (single writer); the admin view shows
+    // HealthReason::PassiveFailures while passive_down_until_ms is ahead.
+    s.passive_down_until_ms.store(now_ms + fail_timeout_ms, kRelease);
+    s.window_failures.store(0, kRelease);
+    bump_generation();
+    return true;
+}
+
+void BackendTable::set_health(BackendId id, Health health, HealthReason reason) noexcept
+{
+    BackendSlot& s = slots_[id];
+    // The reason first, so a reader that sees the new health sees why.
+    s.health_reason.store(reason, kRelease);
+    if (s.health.exchange(health, kAcqRel) != health)
+        bump_generation();
+}
+
+void BackendTable::clear_passive_down(BackendId id) noexcept
+{
+    BackendSlot& s = slots_[id];
+    s.window_failures.store(0, kRelease);
+    if (s.passive_down_until_ms.exchange(0, kAcqRel) != 0)
+        bump_generation();
+}
+
+void BackendTable::set_admin(BackendId id, AdminState state) noexcept
+{
+    if (slots_[id].admin.exchange(state, kAcqRel) != state)
+        bump_generation();
+}
+
+void BackendTable::set_weight(BackendId id, std::uint16_t weight) noexcept
+{
+    if (slots_[id].weight.exchange(weight, kAcqRel) != weight)
+        bump_generation();
+}
+
+std::optional<BackendId> BackendTable::allocate(std::uint16_t weight) noexcept
+{
+    for (BackendId id = 0; id < kCapacity; ++id) {
+        BackendSlot& s = slots_[id];
+        bool expected = false;
+        if (!s.in_use.compare_exchange_strong(expected, true, kAcqRel, kRelaxed))
+            continue;
+        s.health_reason.store(HealthReason::None, kRelaxed);
+        s.health.store(Health::Up, kRelaxed);
+        s.admin.store(AdminState::Ready, kRelaxed);
+        s.weight.store(weight, kRelaxed);
+        s.active.store(0, kRelaxed);
+        s.total.store(0, kRelaxed);
+        s.connect_failures.store(0, kRelaxed);
+        s.bytes_to_backend.store(0, kRelaxed);
+        s.bytes_from_backend.store(0, kRelaxed);
+        s.window_failures.store(0, kRelaxed);
+        s.window_start_ms.store(0, kRelaxed);
+        s.passive_down_until_ms.store(0, kRelaxed);
+        // Publishes the reset fields to anyone who sees the new generation.
+        bump_generation();
+        return id;
+    }
+    return std::nullopt;
+}
+
+void BackendTable::free(BackendId id) noexcept
+{
+    BackendSlot& s = slots_[id];
+    // A balancer that still holds the id (an old pool) must stop picking it.
+    s.admin.store(AdminState::Maint, kRelease);
+    s.in_use.store(false, kRelease);
+    bump_generation();
+}
+
+std::int64_t monotonic_ms() noexcept
+{
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+std::string_view to_string(Health health) noexcept
+{
+    switch (health) {
+    case Health::Up: return "up";
+    case Health::Down: return "down";
+    }
+    return "unknown";
+}
+
+std::string_view to_string(HealthReason reason) noexcept
+{
+    switch (reason) {
+    case HealthReason::None: return "none";
+    case HealthReason::ConnectionRefused: return "connection refused";
+    case HealthReason::Timeout: return "timeout";
+    case HealthReason::Unreachable: return "unreachable";
+    case HealthReason::Reset: return "reset";
+    case HealthReason::PassiveFailures: return "passive failures";
+    case HealthReason::Other: return "other";
+    }
+    return "unknown";
+}
+
+std::string_view to_string(AdminState state) noexcept
+{
+    switch (state) {
+    case AdminState::Ready: return "ready";
+    case AdminState::Drain: return "drain";
+    case AdminState::Maint: return "maint";
+    }
+    return "unknown";
+}
+
+// The words sluicectl accepts; "maintenance" is HAProxy's spelling.
+std::optional<AdminState> parse_admin_state(std::string_view text) noexcept
+{
+    if (text == "ready")
+        return AdminState::Ready;
+    if (text == "drain")
+        return AdminState::Drain;
+    if (text == "maint" || text == "maintenance")
+        return AdminState::Maint;
+    return std::nullopt;
+}
+
+HealthReason reason_from(SysError error) noexcept
+{
+    switch (error) {
+    case SysError::None: return HealthReason::None;
+    case SysError::ConnectionRefused: return HealthReason::ConnectionRefused;
+    case SysError::TimedOut: return HealthReason::Timeout;
+    case SysError::Unreachable: return HealthReason::Unreachable;
+    case SysError::ConnectionReset:
+    case SysError::BrokenPipe: return HealthReason::Reset;
+    default: return HealthReason::Other;
+    }
+}
+
+} // namespace sluice

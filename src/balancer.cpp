@@ -1,0 +1,40 @@
+// make_balancer, the only place that knows the list of algorithms, and
+// PoolBalancer, which adds backups on top of any of them.
+#include "sluice/balancer.h"
+
+#include "balance/algorithms.h"
+
+namespace sluice {
+
+std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<BackendId> members,
+                                        const BackendTable& table)
+{
+    switch (algorithm) {
+    case BalanceAlgorithm::RoundRobin: return balance::make_round_robin(std::move(members), table);
+    case BalanceAlgorithm::LeastConn: return balance::make_least_conn(std::move(members), table);
+    case BalanceAlgorithm::IpHash: return balance::make_ip_hash(std::move(members), table);
+    case BalanceAlgorithm::Random: return balance::make_random(std::move(members), table);
+    }
+    // Unreachable for a valid enum; the config parser only produces those.
+    return balance::make_round_robin(std::move(members), table);
+}
+
+PoolBalancer::PoolBalancer(BalanceAlgorithm algorithm, std::vector<BackendId> primaries,
+                           std::vector<BackendId> backups, const BackendTable& table)
+    : primaries_(make_balancer(algorithm, std::move(primaries), table)),
+      backups_(backups.empty() ? nullptr : make_balancer(algorithm, std::move(backups), table))
+{
+}
+
+// Backups take sessions only when the primaries' algorithm finds nothing: no
+// primary usable, or (on a retry) every usable primary already tried.
+std::optional<BackendId> PoolBalancer::pick(const PickContext& ctx)
+{
+    if (auto id = primaries_->pick(ctx))
+        return id;
+    if (backups_)
+        return backups_->pick(ctx);
+    return std::nullopt;
+}
+
+} // namespace sluice

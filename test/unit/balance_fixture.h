@@ -1,0 +1,82 @@
+// Shared by the balancer tests: a heap-allocated BackendTable (4096 x 64 bytes
+// is too big for a test's stack) with a few backends, and pick helpers.
+#pragma once
+
+#include "sluice/addr.h"
+#include "sluice/backend_table.h"
+#include "sluice/balancer.h"
+
+#include <fmt/format.h>
+
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sluice::test {
+
+struct Backends {
+    std::unique_ptr<BackendTable> table = std::make_unique<BackendTable>();
+    std::vector<BackendId> ids;
+
+    Backends() = default;
+    explicit Backends(std::initializer_list<int> weights)
+    {
+        for (int w : weights)
+            add(w);
+    }
+    static Backends equal(int count, int weight = 1)
+    {
+        Backends b;
+        for (int i = 0; i < count; ++i)
+            b.add(weight);
+        return b;
+    }
+
+    BackendId add(int weight)
+    {
+        BackendId id = *table->allocate(static_cast<std::uint16_t>(weight));
+        ids.push_back(id);
+        return id;
+    }
+
+    std::unique_ptr<Balancer> balancer(BalanceAlgorithm algorithm) const
+    {
+        return make_balancer(algorithm, ids, *table);
+    }
+
+    // Index of a picked id in `ids`, or -1.
+    int index_of(BackendId id) const
+    {
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i] == id)
+                return static_cast<int>(i);
+        return -1;
+    }
+};
+
+// Picks `count` times, returns how often each member index was chosen; a
+// nullopt pick counts under -1. With `hold`, each pick starts a session that is
+// never released (so active counts grow, as under real load).
+inline std::map<int, int> pick_counts(Balancer& balancer, const Backends& backends, int count,
+                                      bool hold = false, PickContext ctx = {})
+{
+    std::map<int, int> counts;
+    for (int i = 0; i < count; ++i) {
+        auto id = balancer.pick(ctx);
+        if (id && hold)
+            backends.table->acquire(*id);
+        ++counts[id ? backends.index_of(*id) : -1];
+    }
+    return counts;
+}
+
+// A distinct IPv4 client per n, on a fixed port.
+inline SocketAddress client(std::uint32_t n, std::uint16_t port = 40000)
+{
+    return *SocketAddress::from_ip(fmt::format("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff),
+                                   port);
+}
+
+} // namespace sluice::test
