@@ -131,6 +131,7 @@ int Server::run()
     if (!open_listeners(listener_fds))
         return 1;
 
+    prober_.start(runtime_);
     WorkerOptions options;
     options.pipe_size = global.pipe_size;
     for (unsigned i = 0; i < worker_count; ++i) {
@@ -211,6 +212,7 @@ void Server::finish()
     signal_io_.stop();
     for (auto& worker : workers_)
         worker->shutdown();
+    prober_.stop();
     control_loop_.break_loop();
 }
 

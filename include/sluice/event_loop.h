@@ -116,16 +116,20 @@ public:
     }
 
     // (Re)starts: fires after `after` seconds, then every `repeat` (0 = once).
+    // An expiry still queued from this loop iteration is dropped (see stop()).
     void start(ev_tstamp after, ev_tstamp repeat = 0.) noexcept
     {
-        if (ev_is_active(&timer_))
-            ev_timer_stop(loop_, &timer_);
+        ev_timer_stop(loop_, &timer_);
         ev_timer_set(&timer_, after, repeat);
         ev_timer_start(loop_, &timer_);
     }
+    // Unconditional on purpose: a one-shot timer that has expired is already
+    // inactive but may still be pending (queued to call back later in this
+    // loop iteration); ev_timer_stop clears that too, so no callback reaches
+    // an owner that stopped it or was destroyed. A no-op otherwise.
     void stop() noexcept
     {
-        if (loop_ && ev_is_active(&timer_))
+        if (loop_)
             ev_timer_stop(loop_, &timer_);
     }
     bool active() const noexcept { return ev_is_active(&timer_); }

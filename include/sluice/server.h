@@ -5,6 +5,7 @@
 #include "sluice/config.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/health_prober.h"
 #include "sluice/runtime.h"
 #include "sluice/worker.h"
 
@@ -32,6 +33,7 @@ private:
 
     Config initial_config_;
     std::unique_ptr<SharedState> shared_;
+    HealthProber prober_{shared_->table};  // after shared_: probes its table
     std::shared_ptr<Runtime> runtime_;
     std::vector<std::unique_ptr<Worker>> workers_;
     EventLoop control_loop_;
