@@ -10,8 +10,33 @@
 
 namespace sluice {
 
+Result<UniqueFd> open_listener_socket(const ListenerConfig& config, const SocketAddress& address, int backlog)
+{
+    switch (config.protocol) {
+    case Protocol::Tcp: {
+        ListenOptions options;
+        options.backlog = backlog;
+        return open_tcp_listener(address, options);
+    }
+    case Protocol::Udp:
+        return open_udp_socket(address, true);
+    }
+    return Result<UniqueFd>(SysError::Invalid, EINVAL);
+}
+
+std::unique_ptr<Listener> make_listener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
+{
+    switch (config.protocol) {
+    case Protocol::Tcp:
+        return std::make_unique<TcpListener>(worker, std::move(fd), config);
+    case Protocol::Udp:
+        break;  // UDP listeners arrive with udp_flow
+    }
+    return nullptr;
+}
+
 TcpListener::TcpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
-    : worker_(worker), fd_(std::move(fd)), config_(&config)
+    : Listener(config), worker_(worker), fd_(std::move(fd))
 {
     io_.bind<TcpListener, &TcpListener::on_readable>(worker.loop(), this, fd_.get());
     resume_timer_.bind<TcpListener, &TcpListener::on_resume>(worker.loop(), this);

@@ -1,5 +1,6 @@
 #include "sluice/server.h"
 
+#include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/socket.h"
 
@@ -77,15 +78,10 @@ Server::~Server()
 
 bool Server::open_listeners(std::vector<std::vector<UniqueFd>>& per_worker)
 {
-    const GlobalConfig& global = runtime_->config.global;
-    ListenOptions options;
-    options.backlog = global.backlog;
     for (const ListenerConfig& listener : runtime_->config.listeners) {
-        if (listener.protocol != Protocol::Tcp)
-            continue;
         SocketAddress address = listener.listen;
         for (auto& fds : per_worker) {
-            Result<UniqueFd> sock = open_tcp_listener(address, options);
+            Result<UniqueFd> sock = open_listener_socket(listener, address, runtime_->config.global.backlog);
             if (!sock) {
                 log::error("listener {}: cannot listen on {}: {}", listener.name, address.to_string(),
                            describe(sock.error()));
@@ -96,7 +92,8 @@ bool Server::open_listeners(std::vector<std::vector<UniqueFd>>& per_worker)
                 address = local_address(sock.value().get());
             fds.push_back(std::move(sock.value()));
         }
-        log::info("listener {} listening on {} (tcp, pool {})", listener.name, address.to_string(), listener.pool);
+        log::info("listener {} listening on {} ({}, pool {})", listener.name, address.to_string(),
+                  to_string(listener.protocol), listener.pool);
     }
     return true;
 }

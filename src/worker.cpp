@@ -46,12 +46,10 @@ std::shared_ptr<WorkerGeneration> Worker::make_generation(std::shared_ptr<const 
 void Worker::start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd> listener_fds)
 {
     generation_ = make_generation(std::move(runtime));
-    std::size_t next_fd = 0;
-    for (const ListenerConfig& config : generation_->runtime->config.listeners) {
-        if (config.protocol != Protocol::Tcp)
-            continue;
-        listeners_.push_back(std::make_unique<TcpListener>(*this, std::move(listener_fds.at(next_fd++)), config));
-    }
+    const auto& configs = generation_->runtime->config.listeners;
+    for (std::size_t i = 0; i < configs.size(); ++i)
+        if (auto listener = make_listener(*this, std::move(listener_fds.at(i)), configs[i]))
+            listeners_.push_back(std::move(listener));
     thread_ = std::thread([this] { run(); });
 }
 

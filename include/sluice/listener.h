@@ -1,21 +1,22 @@
-// TcpListener: one worker's SO_REUSEPORT socket for one TCP listener.
+// Listeners: one worker's socket for one configured listener.
 //
-// Accepts in bounded batches so one busy listener cannot starve the loop, and
-// survives EMFILE/ENFILE without spinning: it gives up a reserve descriptor,
-// accepts the pending connection and closes it at once, then takes the reserve
-// back (the muduo Acceptor trick). Loop thread only.
+// Every worker has its own SO_REUSEPORT socket per listener, so the kernel
+// spreads clients over workers and no accept lock exists. make_listener() is
+// the only place that knows the kinds (TCP here; UDP in udp_flow.h).
 #pragma once
 
+#include "sluice/config.h"
+#include "sluice/errors.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 namespace sluice {
 
 class Worker;
-struct ListenerConfig;
 
 // Counters of one listener on one worker: written by that worker only, read by
 // the admin/metrics thread (hence relaxed atomics).
@@ -24,19 +25,46 @@ struct ListenerStats {
     std::atomic<std::uint64_t> rejected{0};  // max_connections or EMFILE
 };
 
-class TcpListener {
+class Listener {
+public:
+    virtual ~Listener() = default;
+    // Loop thread: begin / stop taking clients. stop() closes the socket.
+    virtual void start() = 0;
+    virtual void stop() = 0;
+
+    const ListenerConfig& config() const noexcept { return *config_; }
+    // A reload kept this listener (same protocol and address) with possibly
+    // new settings (pool, timeouts). Loop thread.
+    void set_config(const ListenerConfig& config) noexcept { config_ = &config; }
+    const ListenerStats& stats() const noexcept { return stats_; }
+
+protected:
+    explicit Listener(const ListenerConfig& config) : config_(&config) {}
+
+    const ListenerConfig* config_;
+    ListenerStats stats_;
+};
+
+// Opens one worker's socket for `config` (bound to `address`, which has port 0
+// replaced by the port the first worker's socket got).
+Result<UniqueFd> open_listener_socket(const ListenerConfig& config, const SocketAddress& address, int backlog);
+
+// The listener of the right kind for `config` on `worker`, owning `fd`.
+std::unique_ptr<Listener> make_listener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
+
+// TCP: accepts in bounded batches so one busy listener cannot starve the loop,
+// and survives EMFILE/ENFILE without spinning: it gives up a reserve
+// descriptor, accepts the pending connection and closes it at once, then takes
+// the reserve back (the muduo Acceptor trick). Loop thread only.
+class TcpListener final : public Listener {
 public:
     static constexpr int kAcceptBatch = 64;
     // How long accepting pauses when even the reserve descriptor is gone.
     static constexpr double kPauseAtFdLimit = 0.1;
 
     TcpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
-    void start();
-    void stop();
-
-    const ListenerConfig& config() const noexcept { return *config_; }
-    void set_config(const ListenerConfig& config) noexcept { config_ = &config; }
-    const ListenerStats& stats() const noexcept { return stats_; }
+    void start() override;
+    void stop() override;
 
 private:
     void on_readable(int revents);
@@ -48,8 +76,6 @@ private:
     UniqueFd fd_;
     IoWatcher io_;
     TimerWatcher resume_timer_;  // restarts accepting after a pause at EMFILE
-    const ListenerConfig* config_;
-    ListenerStats stats_;
 };
 
 } // namespace sluice

@@ -20,7 +20,7 @@
 
 namespace sluice {
 
-class TcpListener;
+class Listener;
 class TcpSession;
 
 // What every worker shares: the backend table and the global session limit.
@@ -63,8 +63,8 @@ public:
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
-    // Control thread, before start(): adopts `runtime` and one listening socket
-    // per TCP listener of its config (same order as config.listeners).
+    // Control thread, before start(): adopts `runtime` and one socket per
+    // listener of its config (same order as config.listeners).
     void start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd> listener_fds);
 
     // Any thread: stop accepting (close this worker's listener sockets).
@@ -103,7 +103,7 @@ private:
     BufferPool buffers_;
     UniqueFd reserve_fd_;
     std::shared_ptr<WorkerGeneration> generation_;
-    std::vector<std::unique_ptr<TcpListener>> listeners_;
+    std::vector<std::unique_ptr<Listener>> listeners_;
     TcpSession* sessions_ = nullptr;  // intrusive list head
     std::atomic<std::size_t> session_count_{0};
     std::thread thread_;
