@@ -1,5 +1,7 @@
 #include "bench_options.h"
 
+#include "argv_fixture.h"
+
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -7,24 +9,9 @@
 
 using namespace std::chrono_literals;
 using namespace sluice::tools;
+using sluice::test::Argv;
 
 namespace {
-
-// Owns argv strings for a parse call.
-struct Argv {
-    explicit Argv(const std::vector<const char*>& words)
-    {
-        storage.emplace_back("prog");
-        for (const char* w : words)
-            storage.emplace_back(w);
-        for (auto& s : storage)
-            pointers.push_back(s.data());
-    }
-    int argc() const { return static_cast<int>(pointers.size()); }
-    char** argv() { return pointers.data(); }
-    std::vector<std::string> storage;
-    std::vector<char*> pointers;
-};
 
 BenchParseResult bench(const std::vector<const char*>& words)
 {

@@ -1,32 +1,15 @@
 #include "bench_options.h"
 #include "bench_report.h"
 
+#include "argv_fixture.h"
+
 #include <catch2/catch.hpp>
 
 #include <string>
 #include <vector>
 
 using namespace sluice::tools;
-
-namespace {
-
-// Owns argv strings for a parse call.
-struct Argv {
-    explicit Argv(const std::vector<const char*>& words)
-    {
-        storage.emplace_back("prog");
-        for (const char* w : words)
-            storage.emplace_back(w);
-        for (auto& s : storage)
-            pointers.push_back(s.data());
-    }
-    int argc() const { return static_cast<int>(pointers.size()); }
-    char** argv() { return pointers.data(); }
-    std::vector<std::string> storage;
-    std::vector<char*> pointers;
-};
-
-} // namespace
+using sluice::test::Argv;
 
 TEST_CASE("the JSON report carries every figure and every error kind")
 {
