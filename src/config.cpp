@@ -47,8 +47,8 @@ namespace {
 using KeyList = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners", "pools"};
-constexpr std::array<std::string_view, 5> kGlobalKeys{
-    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog"};
+constexpr std::array<std::string_view, 6> kGlobalKeys{
+    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog", "splice"};
 constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
 constexpr std::array<std::string_view, 7> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log"};
@@ -523,6 +523,7 @@ private:
         in.duration("drain_timeout", DurationRule::AllowZero, out.drain_timeout);
         in.integer("pipe_size", IntRange{4096, 64 << 20}, out.pipe_size);
         in.integer("backlog", IntRange{1, 65535}, out.backlog);
+        in.boolean("splice", out.splice);
     }
 
     void read_admin(const toml::table& table, AdminConfig& out) const

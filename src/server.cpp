@@ -131,6 +131,7 @@ int Server::run()
     prober_.start(runtime_);
     WorkerOptions options;
     options.pipe_size = global.pipe_size;
+    options.splice = global.splice;
     for (unsigned i = 0; i < worker_count; ++i) {
         workers_.push_back(std::make_unique<Worker>(i, *shared_, options));
         workers_.back()->start(runtime_, std::move(listener_fds[i]));

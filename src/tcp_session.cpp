@@ -44,6 +44,7 @@ TcpSession::TcpSession(Worker& worker, std::shared_ptr<WorkerGeneration> generat
     , client_address_(client_address)
 {
     client_io_.bind<TcpSession, &TcpSession::on_client_event>(worker.loop(), this, client_.get());
+    upstream_.use_buffer = downstream_.use_buffer = !worker.splice_enabled();
     timer_.bind<TcpSession, &TcpSession::on_timer>(worker.loop(), this);
     started_at_ = last_activity_ = worker.loop().now();
 }

@@ -23,6 +23,7 @@ Worker::Worker(unsigned index, SharedState& shared, const WorkerOptions& options
     , pipes_(options.pipe_size, options.max_idle_pipes)
     , buffers_(16)
     , reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC))
+    , splice_(options.splice)
 {
 }
 

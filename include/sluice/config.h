@@ -75,6 +75,7 @@ struct GlobalConfig {
     Duration drain_timeout{30000};
     std::uint32_t pipe_size = 1u << 20;   // bytes per splice pipe (F_SETPIPE_SZ)
     int backlog = 4096;           // listen(2) backlog
+    bool splice = true;           // false: copy through 64 KiB buffers instead (HAProxy's "nosplice")
 };
 
 struct AdminConfig {

@@ -54,6 +54,7 @@ struct WorkerGeneration {
 struct WorkerOptions {
     std::size_t pipe_size = 1u << 20;
     std::size_t max_idle_pipes = 64;
+    bool splice = true;  // false: sessions copy through buffers
 };
 
 class Worker {
@@ -82,6 +83,7 @@ public:
     SharedState& shared() noexcept { return shared_; }
     BackendTable& table() noexcept { return shared_.table; }
     PipePool& pipes() noexcept { return pipes_; }
+    bool splice_enabled() const noexcept { return splice_; }
     BufferPool& buffers() noexcept { return buffers_; }
     // The reserve descriptor that TcpListener gives up to shed a connection at
     // EMFILE (see listener.cpp).
@@ -102,6 +104,7 @@ private:
     PipePool pipes_;
     BufferPool buffers_;
     UniqueFd reserve_fd_;
+    bool splice_;
     std::shared_ptr<WorkerGeneration> generation_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     TcpSession* sessions_ = nullptr;  // intrusive list head

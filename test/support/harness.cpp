@@ -471,6 +471,34 @@ std::string recv_until_eof(int fd, int* error)
     return out;
 }
 
+std::size_t open_socket_count(pid_t pid)
+{
+    std::size_t count = 0;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+        std::error_code link_error;
+        auto target = std::filesystem::read_symlink(entry.path(), link_error);
+        if (!link_error && target.string().rfind("socket:", 0) == 0)
+            ++count;
+    }
+    return count;
+}
+
+long rss_kib(pid_t pid)
+{
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string key;
+    while (status >> key) {
+        if (key == "VmRSS:") {
+            long kib = 0;
+            status >> kib;
+            return kib;
+        }
+        std::getline(status, key);
+    }
+    return -1;
+}
+
 std::string random_bytes(std::size_t length, std::uint64_t seed)
 {
     std::string out(length, '\0');

@@ -153,6 +153,10 @@ std::string recv_exact(int fd, std::size_t length);
 std::string recv_line(int fd);
 // Reads until EOF; `error` receives errno if the read ended with an error.
 std::string recv_until_eof(int fd, int* error = nullptr);
+// Sockets a process holds open (from /proc/PID/fd), to prove none leak.
+std::size_t open_socket_count(pid_t pid);
+// Resident set size of a process in KiB (VmRSS).
+long rss_kib(pid_t pid);
 // Deterministic pseudo-random bytes.
 std::string random_bytes(std::size_t length, std::uint64_t seed);
 

@@ -79,6 +79,7 @@ max_connections = 10000
 drain_timeout = "1m"
 pipe_size = 65536
 backlog = 128
+splice = false
 
 [admin]
 socket = "/run/sluice/admin.sock"
@@ -124,6 +125,7 @@ backends = [{ address = "[2001:db8::53]:53" }]
     CHECK(config.global.max_connections == 10000);
     CHECK(config.global.drain_timeout == 60s);
     CHECK(config.global.pipe_size == 65536u);
+    CHECK_FALSE(config.global.splice);
     CHECK(config.global.backlog == 128);
     CHECK(config.admin.socket == "/run/sluice/admin.sock");
     REQUIRE(config.admin.metrics);
@@ -197,6 +199,7 @@ backends = [{ address = "localhost:80" }]
     CHECK(config.global.drain_timeout == 30s);
     CHECK(config.global.pipe_size == 1u << 20);
     CHECK(config.global.backlog == 4096);
+    CHECK(config.global.splice);
     CHECK(config.admin.socket.empty());
     CHECK_FALSE(config.admin.metrics);
 
@@ -390,7 +393,7 @@ TEST_CASE("unknown keys are reported at every level, listing the valid keys")
 workers = 2
 wokers = 4
 )" + std::string(kListenerAndPool)) == std::vector<std::string>{
-        R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog)"});
+        R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice)"});
 
     CHECK(errors_in(with_listener_and_pool(R"(
 [admin]
