@@ -62,6 +62,10 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> genera
     : listener_(listener), generation_(std::move(generation)), pool_(&pool), socket_(std::move(socket)),
       backend_(backend)
 {
+    // The default receive buffer (~208 KiB) holds only three 64 KiB replies;
+    // a burst of large datagrams from the backend would overflow it. The size
+    // is a limit, not an allocation: an idle flow costs nothing for it.
+    set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
 }

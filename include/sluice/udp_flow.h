@@ -182,6 +182,8 @@ public:
     // Listener socket buffers (capped by net.core.{r,w}mem_max): bursts of
     // large datagrams must not overflow the kernel's default ~208 KiB.
     static constexpr int kSocketBuffer = 4 << 20;
+    // Receive buffer of each flow's backend socket.
+    static constexpr int kFlowReceiveBuffer = 1 << 20;
 
     UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
     ~UdpListener() override;
