@@ -4,6 +4,7 @@
 #include "sluice/log.h"
 #include "sluice/socket.h"
 #include "sluice/tcp_session.h"
+#include "sluice/udp_flow.h"
 #include "sluice/worker.h"
 
 #include <fcntl.h>
@@ -30,7 +31,7 @@ std::unique_ptr<Listener> make_listener(Worker& worker, UniqueFd fd, const Liste
     case Protocol::Tcp:
         return std::make_unique<TcpListener>(worker, std::move(fd), config);
     case Protocol::Udp:
-        break;  // UDP listeners arrive with udp_flow
+        return std::make_unique<UdpListener>(worker, std::move(fd), config);
     }
     return nullptr;
 }

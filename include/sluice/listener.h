@@ -23,6 +23,7 @@ class Worker;
 struct ListenerStats {
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> rejected{0};  // max_connections or EMFILE
+    std::atomic<std::uint64_t> dropped{0};   // UDP: datagrams lost (no backend, full buffer, truncated)
 };
 
 class Listener {

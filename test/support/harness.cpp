@@ -268,11 +268,14 @@ std::uint16_t Sluice::port(const std::string& listener) const
 
 // ---- EchoBackend ----------------------------------------------------------------
 
-EchoBackend::EchoBackend(const std::string& name, const std::string& mode, const std::string& listen)
+EchoBackend::EchoBackend(const std::string& name, const std::string& mode, const std::string& listen,
+                         Transport transport)
 {
     listen_ip_ = listen.substr(0, listen.rfind(':'));
-    process_ = std::make_unique<Process>(binary_from_env("SLUICE_ECHO_BIN"),
-                                         std::vector<std::string>{"--listen", listen, "--name", name, "--mode", mode});
+    std::vector<std::string> args{"--listen", listen, "--name", name, "--mode", mode};
+    if (transport == Transport::Udp)
+        args.push_back("--udp");
+    process_ = std::make_unique<Process>(binary_from_env("SLUICE_ECHO_BIN"), args);
     auto line = process_->wait_for_line("listening on", 10s);
     INFO(process_->output());
     REQUIRE(line);

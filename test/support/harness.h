@@ -92,11 +92,13 @@ private:
     std::map<std::string, std::uint16_t> ports_;
 };
 
-// sluice-echo on a free loopback port.
+enum class Transport { Tcp, Udp };
+
+// sluice-echo on a free loopback port (`Transport::Udp`: sluice-echo --udp).
 class EchoBackend {
 public:
     explicit EchoBackend(const std::string& name, const std::string& mode = "echo",
-                         const std::string& listen = "127.0.0.1:0");
+                         const std::string& listen = "127.0.0.1:0", Transport transport = Transport::Tcp);
     std::uint16_t port() const noexcept { return port_; }
     std::string address() const;  // "127.0.0.1:PORT"
     void stop();

@@ -1,0 +1,240 @@
+// UDP load balancing: one worker's listener socket and its flows.
+//
+// A flow is the traffic of one client address (IP and port) on one listener.
+// It owns a socket connect()ed to the backend picked for it, so
+//   - a reply read from that socket belongs to the flow's client without a
+//     lookup (the socket's watcher knows its flow), and
+//   - an ICMP port unreachable from the backend surfaces as ECONNREFUSED on
+//     that socket, which counts as a passive failure of the backend.
+// Replies leave through the listener socket, so the client sees them come from
+// the address it sent to.
+//
+// A flow ends after `idle_timeout` without traffic either way, after
+// `responses` replies (when set; 1 for DNS), when its backend refuses, or when
+// the listener stops. Flows count towards max_connections (SharedState::sessions,
+// shared with TCP sessions); a datagram that would start a flow beyond the cap
+// is dropped and counted in ListenerStats::rejected, while existing flows keep
+// working.
+//
+// Everything here runs on the owning worker's loop thread.
+#pragma once
+
+#include "sluice/addr.h"
+#include "sluice/backend_table.h"
+#include "sluice/event_loop.h"
+#include "sluice/fd.h"
+#include "sluice/listener.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+struct mmsghdr;
+
+namespace sluice {
+
+struct WorkerGeneration;
+struct PoolRuntime;
+
+// Key of the flow table: the client's IP and port.
+struct ClientAddressHash {
+    std::size_t operator()(const SocketAddress& address) const noexcept
+    {
+        return static_cast<std::size_t>(address.full_hash());
+    }
+};
+
+// The part of a flow the table manages: its place in the idle order.
+struct FlowLink {
+    FlowLink* older = nullptr;
+    FlowLink* newer = nullptr;
+    double last_active = 0;               // loop time of the last datagram either way
+    const SocketAddress* client = nullptr; // the table's key (map nodes do not move)
+};
+
+// Flows by client address, plus an intrusive list from least to most recently
+// active. Touching a flow moves it to the newest end in O(1), so idle expiry
+// only ever looks at the oldest end: one timer per listener, no per-flow
+// timer, no sweep over every flow. `Flow` derives from FlowLink.
+template <typename Flow>
+class FlowTable {
+public:
+    FlowTable() = default;
+    FlowTable(const FlowTable&) = delete;
+    FlowTable& operator=(const FlowTable&) = delete;
+
+    Flow* find(const SocketAddress& client) const
+    {
+        auto it = flows_.find(client);
+        return it == flows_.end() ? nullptr : it->second.get();
+    }
+
+    // Adds a flow for `client` (not already present) as the newest one.
+    Flow* insert(const SocketAddress& client, std::unique_ptr<Flow> flow, double now)
+    {
+        auto [it, inserted] = flows_.emplace(client, std::move(flow));
+        Flow* added = it->second.get();
+        added->client = &it->first;
+        added->last_active = now;
+        link_newest(added);
+        return added;
+    }
+
+    // Traffic on `flow`: it becomes the newest.
+    void touch(Flow* flow, double now) noexcept
+    {
+        flow->last_active = now;
+        if (newest_ == flow)
+            return;
+        unlink(flow);
+        link_newest(flow);
+    }
+
+    // Takes `flow` out of the table and hands it back (to be destroyed).
+    std::unique_ptr<Flow> remove(Flow* flow)
+    {
+        unlink(flow);
+        auto node = flows_.extract(*flow->client);
+        std::unique_ptr<Flow> owned = std::move(node.mapped());
+        owned->client = nullptr;
+        return owned;
+    }
+
+    // The least recently active flow, or null when empty.
+    Flow* oldest() const noexcept { return static_cast<Flow*>(oldest_); }
+    std::size_t size() const noexcept { return flows_.size(); }
+    bool empty() const noexcept { return flows_.empty(); }
+
+private:
+    void link_newest(FlowLink* link) noexcept
+    {
+        link->older = newest_;
+        link->newer = nullptr;
+        if (newest_)
+            newest_->newer = link;
+        else
+            oldest_ = link;
+        newest_ = link;
+    }
+    void unlink(FlowLink* link) noexcept
+    {
+        (link->older ? link->older->newer : oldest_) = link->newer;
+        (link->newer ? link->newer->older : newest_) = link->older;
+        link->older = link->newer = nullptr;
+    }
+
+    std::unordered_map<SocketAddress, std::unique_ptr<Flow>, ClientAddressHash> flows_;
+    FlowLink* oldest_ = nullptr;
+    FlowLink* newest_ = nullptr;
+};
+
+class UdpListener;
+
+// How a flow ended.
+enum class FlowEnd : std::uint8_t { IdleTimeout, Responses, BackendRefused, BackendError, Stopped };
+std::string_view to_string(FlowEnd why) noexcept;
+
+// One client's flow: the connected socket towards its backend. Owned by its
+// listener's FlowTable.
+class UdpFlow final : public FlowLink {
+public:
+    UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> generation, const PoolRuntime& pool,
+            BackendId backend, UniqueFd socket);
+    ~UdpFlow();  // releases the backend and the session count
+    UdpFlow(const UdpFlow&) = delete;
+    UdpFlow& operator=(const UdpFlow&) = delete;
+
+    int fd() const noexcept { return socket_.get(); }
+    BackendId backend() const noexcept { return backend_; }
+    const PoolRuntime& pool() const noexcept { return *pool_; }
+    std::uint32_t replies() const noexcept { return replies_; }
+    std::uint32_t count_reply() noexcept { return ++replies_; }
+
+private:
+    void on_readable(int revents);
+
+    UdpListener& listener_;
+    // The generation the flow started under stays alive while it runs, so a
+    // reload never frees the pool (and its backend labels) under it.
+    std::shared_ptr<WorkerGeneration> generation_;
+    const PoolRuntime* pool_;
+    UniqueFd socket_;
+    IoWatcher io_;
+    BackendId backend_;
+    std::uint32_t replies_ = 0;
+};
+
+// One worker's socket of a `protocol = "udp"` listener, and its flows.
+class UdpListener final : public Listener {
+public:
+    // Datagrams read per recvmmsg(2); a full batch is followed by another, up
+    // to kMaxBatchesPerWake, before other watchers get their turn.
+    static constexpr int kBatch = 32;
+    static constexpr int kMaxBatchesPerWake = 4;
+    // Room for the largest datagram (65507 bytes over IPv4, 65527 over IPv6).
+    static constexpr std::size_t kSlotSize = 65536;
+    // Replies queued for one sendmmsg(2), flushed once per loop iteration.
+    static constexpr int kReplyBatch = 64;
+    static constexpr std::size_t kReplyArena = 1u << 20;
+    // Listener socket buffers (capped by net.core.{r,w}mem_max): bursts of
+    // large datagrams must not overflow the kernel's default ~208 KiB.
+    static constexpr int kSocketBuffer = 4 << 20;
+    // Receive buffer of each flow's backend socket.
+    static constexpr int kFlowReceiveBuffer = 1 << 20;
+
+    UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
+    ~UdpListener() override;
+
+    void start() override;
+    // Ends every flow (their replies could only leave through this socket)
+    // and closes the socket.
+    void stop() override;
+
+    std::size_t flow_count() const noexcept { return flows_.size(); }
+
+    // --- called by UdpFlow ---
+    // A reply of `flow` waits in the reply arena; sent at the end of this loop
+    // iteration. Returns where the next reply may be read to, flushing first
+    // when the arena or the batch is full.
+    std::byte* reply_space();
+    void queue_reply(UdpFlow& flow, std::size_t length);
+    void end_flow(UdpFlow& flow, FlowEnd why);
+    void record_backend_failure(UdpFlow& flow, SysError error);
+    Worker& worker() noexcept { return worker_; }
+
+private:
+    void on_readable(int revents);
+    void forward(const SocketAddress& client, const std::byte* data, std::size_t length);
+    UdpFlow* open_flow(const SocketAddress& client);
+    void note_flow_cap();
+    void on_idle_timer();
+    void arm_idle_timer();
+    void flush_replies();
+    static void on_prepare(struct ev_loop* loop, ev_prepare* watcher, int revents);
+
+    Worker& worker_;
+    UniqueFd fd_;
+    IoWatcher io_;
+    TimerWatcher idle_timer_;
+    ev_prepare prepare_;  // flushes queued replies before the loop blocks
+    FlowTable<UdpFlow> flows_;
+    bool cap_logged_ = false;
+
+    // Allocated once per listener per worker and never initialised, so only
+    // the pages that large datagrams touch become resident.
+    std::unique_ptr<std::byte[]> receive_slots_;  // kBatch * kSlotSize
+    std::unique_ptr<std::byte[]> reply_arena_;    // kReplyArena
+    struct Incoming;
+    std::unique_ptr<Incoming[]> incoming_;        // kBatch: sender address, iovec
+    std::unique_ptr<mmsghdr[]> receive_headers_;  // kBatch
+    struct Reply;
+    std::unique_ptr<Reply[]> replies_;            // kReplyBatch: client address, iovec
+    std::unique_ptr<mmsghdr[]> reply_headers_;    // kReplyBatch
+    int reply_count_ = 0;
+    std::size_t reply_used_ = 0;
+};
+
+} // namespace sluice

@@ -1,0 +1,378 @@
+#include "sluice/udp_flow.h"
+
+#include "sluice/config.h"
+#include "sluice/connector.h"
+#include "sluice/log.h"
+#include "sluice/runtime.h"
+#include "sluice/socket.h"
+#include "sluice/worker.h"
+
+#include <mutex>
+#include <set>
+#include <string>
+#include <sys/socket.h>
+
+namespace sluice {
+
+namespace {
+
+double seconds(Duration d) { return static_cast<double>(d.count()) / 1000.0; }
+
+// ICMP errors queued on a connected UDP socket: the backend (or the way to it)
+// is not there. They count against the backend like a refused TCP connect.
+bool backend_failure(SysError error) noexcept
+{
+    return error == SysError::ConnectionRefused || error == SysError::Unreachable;
+}
+
+// Out of descriptors or memory here: not the backend's fault.
+bool local_failure(SysError error) noexcept
+{
+    return error == SysError::TooManyFiles || error == SysError::NoBuffers;
+}
+
+} // namespace
+
+std::string_view to_string(FlowEnd why) noexcept
+{
+    switch (why) {
+    case FlowEnd::IdleTimeout: return "idle-timeout";
+    case FlowEnd::Responses: return "responses";
+    case FlowEnd::BackendRefused: return "backend-refused";
+    case FlowEnd::BackendError: return "backend-error";
+    case FlowEnd::Stopped: return "stopped";
+    }
+    return "stopped";
+}
+
+struct UdpListener::Incoming {
+    sockaddr_storage sender;
+    iovec data;
+};
+
+struct UdpListener::Reply {
+    SocketAddress client;
+    iovec data;
+};
+
+// ---- UdpFlow ------------------------------------------------------------------
+
+UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> generation, const PoolRuntime& pool,
+                 BackendId backend, UniqueFd socket)
+    : listener_(listener), generation_(std::move(generation)), pool_(&pool), socket_(std::move(socket)),
+      backend_(backend)
+{
+    // The default receive buffer (~208 KiB) holds only three 64 KiB replies;
+    // a burst of large datagrams from the backend would overflow it. The size
+    // is a limit, not an allocation: an idle flow costs nothing for it.
+    set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
+    io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
+    io_.set_events(EV_READ);
+}
+
+// The flow holds one backend reference (BackendTable::acquire, taken by the
+// Connector) and one count in SharedState::sessions (taken by open_flow).
+UdpFlow::~UdpFlow()
+{
+    io_.stop();
+    Worker& worker = listener_.worker();
+    worker.table().release(backend_);
+    worker.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// One reply per readable event. One is the common case (a query, its answer);
+// level-triggered epoll brings the flow back while more are queued, so a
+// chatty backend cannot starve the other flows.
+void UdpFlow::on_readable(int)
+{
+    std::byte* space = listener_.reply_space();
+    IoResult got = read_some(socket_.get(), space, UdpListener::kSlotSize);
+    if (got.ok()) [[likely]] {
+        // A 0-byte datagram is a legal reply, not an end of stream.
+        listener_.queue_reply(*this, static_cast<std::size_t>(got.bytes));
+        return;  // queue_reply may have ended the flow
+    }
+    if (got.would_block() || got.error == SysError::Interrupted)
+        return;
+    if (backend_failure(got.error)) {
+        listener_.record_backend_failure(*this, got.error);
+        listener_.end_flow(*this, FlowEnd::BackendRefused);
+    } else {
+        listener_.end_flow(*this, FlowEnd::BackendError);
+    }
+}
+
+// ---- UdpListener --------------------------------------------------------------
+
+UdpListener::UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
+    : Listener(config), worker_(worker), fd_(std::move(fd)),
+      receive_slots_(new std::byte[kBatch * kSlotSize]),
+      reply_arena_(new std::byte[kReplyArena]),
+      incoming_(new Incoming[kBatch]),
+      receive_headers_(new mmsghdr[kBatch]),
+      replies_(new Reply[kReplyBatch]),
+      reply_headers_(new mmsghdr[kReplyBatch])
+{
+    io_.bind<UdpListener, &UdpListener::on_readable>(worker.loop(), this, fd_.get());
+    idle_timer_.bind<UdpListener, &UdpListener::on_idle_timer>(worker.loop(), this);
+    ev_prepare_init(&prepare_, &UdpListener::on_prepare);
+    prepare_.data = this;
+    set_buffer_sizes(fd_.get(), kSocketBuffer, kSocketBuffer);
+
+    for (int i = 0; i < kBatch; ++i) {
+        incoming_[i].data.iov_base = receive_slots_.get() + static_cast<std::size_t>(i) * kSlotSize;
+        incoming_[i].data.iov_len = kSlotSize;
+        msghdr& h = receive_headers_[i].msg_hdr;
+        h = msghdr{};
+        h.msg_name = &incoming_[i].sender;
+        h.msg_iov = &incoming_[i].data;
+        h.msg_iovlen = 1;
+    }
+}
+
+UdpListener::~UdpListener() { stop(); }
+
+void UdpListener::start()
+{
+    io_.set_events(EV_READ);
+    ev_prepare_start(worker_.loop().raw(), &prepare_);
+}
+
+void UdpListener::stop()
+{
+    if (!fd_.valid())
+        return;
+    flush_replies();
+    while (UdpFlow* flow = flows_.oldest())
+        end_flow(*flow, FlowEnd::Stopped);
+    io_.stop();
+    idle_timer_.stop();
+    ev_prepare_stop(worker_.loop().raw(), &prepare_);
+    fd_.reset();
+}
+
+void UdpListener::on_readable(int)
+{
+    for (int batch = 0; batch < kMaxBatchesPerWake; ++batch) {
+        for (int i = 0; i < kBatch; ++i) {
+            receive_headers_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+            receive_headers_[i].msg_hdr.msg_flags = 0;
+        }
+        int n = ::recvmmsg(fd_.get(), receive_headers_.get(), kBatch, MSG_DONTWAIT, nullptr);
+        if (n < 0) {
+            SysError error = classify_errno(errno);
+            if (error == SysError::Interrupted)
+                continue;
+            if (error != SysError::WouldBlock) [[unlikely]]
+                log::debug("listener {}: recvmmsg: {}", config_->name, describe(error));
+            return;
+        }
+        for (int i = 0; i < n; ++i) {
+            const msghdr& h = receive_headers_[i].msg_hdr;
+            if (h.msg_flags & MSG_TRUNC) [[unlikely]] {
+                stats_.dropped.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            SocketAddress client = SocketAddress::from_sockaddr(static_cast<const sockaddr*>(h.msg_name),
+                                                                h.msg_namelen);
+            forward(client, static_cast<const std::byte*>(incoming_[i].data.iov_base), receive_headers_[i].msg_len);
+        }
+        if (n < kBatch)
+            return;  // the queue is drained; epoll tells us about the next one
+    }
+}
+
+// One datagram from `client`: to its flow's backend, starting the flow first
+// if it has none. A send the backend refused (an ICMP error queued from an
+// earlier datagram) ends that flow; the datagram then gets one new flow.
+void UdpListener::forward(const SocketAddress& client, const std::byte* data, std::size_t length)
+{
+    UdpFlow* flow = flows_.find(client);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        if (!flow) {
+            flow = open_flow(client);
+            if (!flow)
+                return;  // counted by open_flow
+        }
+        IoResult sent = write_some(flow->fd(), data, length);
+        if (sent.ok()) [[likely]] {
+            flows_.touch(flow, worker_.loop().now());
+            worker_.table().add_bytes(flow->backend(), length, 0);
+            return;
+        }
+        if (backend_failure(sent.error)) {
+            record_backend_failure(*flow, sent.error);
+            end_flow(*flow, FlowEnd::BackendRefused);
+            flow = nullptr;
+            continue;
+        }
+        break;  // a full send buffer: dropped, as a congested link would
+    }
+    stats_.dropped.fetch_add(1, std::memory_order_relaxed);
+}
+
+UdpFlow* UdpListener::open_flow(const SocketAddress& client)
+{
+    SharedState& shared = worker_.shared();
+    if (shared.sessions.fetch_add(1, std::memory_order_relaxed) >= shared.max_sessions) [[unlikely]] {
+        shared.sessions.fetch_sub(1, std::memory_order_relaxed);
+        stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+        note_flow_cap();
+        return nullptr;
+    }
+    const std::shared_ptr<WorkerGeneration>& generation = worker_.generation();
+    WorkerPool* pool = generation->find_pool(config_->pool);
+    if (pool) [[likely]] {
+        Connector connector(*pool->runtime, pool->balancer, worker_.table());
+        std::int64_t now_ms = monotonic_ms();
+        while (std::optional<BackendId> id = connector.next(client, now_ms)) {
+            Result<UniqueFd> sock = open_connected_udp(pool->runtime->backend(*id)->address);
+            if (sock) [[likely]] {
+                auto flow = std::make_unique<UdpFlow>(*this, generation, *pool->runtime, *id,
+                                                      std::move(sock.value()));
+                UdpFlow* added = flows_.insert(client, std::move(flow), worker_.loop().now());
+                stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+                arm_idle_timer();
+                return added;
+            }
+            if (local_failure(sock.error())) {
+                worker_.table().release(*id);
+                stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+                shared.sessions.fetch_sub(1, std::memory_order_relaxed);
+                return nullptr;
+            }
+            connector.failed(*id, sock.error(), now_ms);  // unreachable: try another
+        }
+    }
+    shared.sessions.fetch_sub(1, std::memory_order_relaxed);
+    stats_.dropped.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+}
+
+// Logged once per listener (across workers), not once per dropped datagram.
+void UdpListener::note_flow_cap()
+{
+    if (cap_logged_) [[likely]]
+        return;
+    cap_logged_ = true;
+    static std::mutex mutex;
+    static std::set<std::string> logged;
+    std::lock_guard lock(mutex);
+    if (logged.insert(config_->name).second)
+        log::warning("listener {}: max_connections ({}) reached: datagrams that would start a new flow are "
+                     "dropped; existing flows go on",
+                     config_->name, worker_.shared().max_sessions);
+}
+
+std::byte* UdpListener::reply_space()
+{
+    if (reply_count_ == kReplyBatch || kReplyArena - reply_used_ < kSlotSize) [[unlikely]]
+        flush_replies();
+    return reply_arena_.get() + reply_used_;
+}
+
+void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
+{
+    Reply& reply = replies_[reply_count_];
+    reply.client = *flow.client;
+    reply.data.iov_base = reply_arena_.get() + reply_used_;
+    reply.data.iov_len = length;
+    msghdr& h = reply_headers_[reply_count_].msg_hdr;
+    h = msghdr{};
+    h.msg_name = reply.client.sockaddr_ptr();
+    h.msg_namelen = reply.client.length();
+    h.msg_iov = &reply.data;
+    h.msg_iovlen = 1;
+    ++reply_count_;
+    // Keep the next reply 16-byte aligned; the arena always has a slot free.
+    reply_used_ += (length + 15) & ~std::size_t{15};
+
+    worker_.table().add_bytes(flow.backend(), 0, length);
+    std::uint32_t replies = flow.count_reply();
+    int responses = config_->responses;
+    if (responses > 0 && replies >= static_cast<std::uint32_t>(responses)) {
+        end_flow(flow, FlowEnd::Responses);  // e.g. DNS: the answer came, free it at once
+        return;
+    }
+    flows_.touch(&flow, worker_.loop().now());
+}
+
+// Sends every queued reply with as few sendmmsg(2) calls as the kernel allows.
+// A reply the socket refuses (full send buffer) is dropped and counted: UDP
+// makes no promise, and holding it would only add latency to the rest.
+void UdpListener::flush_replies()
+{
+    int sent = 0;
+    while (sent < reply_count_) {
+        int n = ::sendmmsg(fd_.get(), reply_headers_.get() + sent, static_cast<unsigned>(reply_count_ - sent),
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        stats_.dropped.fetch_add(1, std::memory_order_relaxed);
+        ++sent;  // skip the reply that failed; try the rest
+    }
+    reply_count_ = 0;
+    reply_used_ = 0;
+}
+
+void UdpListener::on_prepare(struct ev_loop*, ev_prepare* watcher, int)
+{
+    auto* self = static_cast<UdpListener*>(watcher->data);
+    if (self->reply_count_ > 0)
+        self->flush_replies();
+}
+
+void UdpListener::end_flow(UdpFlow& flow, FlowEnd why)
+{
+    if (log::enabled(log::Level::Debug)) [[unlikely]]
+        log::debug("listener {}: flow {} -> {} ended ({}, {} replies)", config_->name, flow.client->to_string(),
+                   flow.pool().label(flow.backend()), to_string(why), flow.replies());
+    std::unique_ptr<UdpFlow> ended = flows_.remove(&flow);
+    // Destroyed here: socket closed, backend and session count released.
+}
+
+void UdpListener::record_backend_failure(UdpFlow& flow, SysError error)
+{
+    const PoolConfig& pool = *flow.pool().config;
+    if (worker_.table().record_connect_failure(flow.backend(), monotonic_ms(), pool.max_fails,
+                                               pool.fail_timeout.count()))
+        log::warning("{} is DOWN ({} failures within {}ms, last: {})", flow.pool().label(flow.backend()),
+                     pool.max_fails, pool.fail_timeout.count(), describe(error));
+}
+
+// Idle expiry from the oldest end of the table: every flow there that has been
+// quiet for idle_timeout ends; the timer then sleeps until the oldest remaining
+// flow's deadline. Activity only stamps last_active (libev's "be smart about
+// timeouts"), so the per-datagram path never touches the timer heap.
+void UdpListener::on_idle_timer()
+{
+    double idle = seconds(config_->idle_timeout);
+    if (idle <= 0)
+        return;
+    double now = worker_.loop().now();
+    while (UdpFlow* flow = flows_.oldest()) {
+        double deadline = flow->last_active + idle;
+        if (deadline > now) {
+            idle_timer_.start(deadline - now);
+            return;
+        }
+        end_flow(*flow, FlowEnd::IdleTimeout);
+    }
+}
+
+void UdpListener::arm_idle_timer()
+{
+    double idle = seconds(config_->idle_timeout);
+    if (idle <= 0 || idle_timer_.active())
+        return;
+    if (UdpFlow* flow = flows_.oldest()) {
+        double wait = flow->last_active + idle - worker_.loop().now();
+        idle_timer_.start(wait > 0 ? wait : 0);
+    }
+}
+
+} // namespace sluice

@@ -1,0 +1,495 @@
+// UDP load balancing through the real sluice binary, with sluice-echo --udp
+// backends: flows and their stickiness, the algorithms, byte-exact payloads,
+// idle expiry, responses, many flows, the flow cap, dead backends.
+//
+// UDP may drop a datagram even on loopback, so a client asks the way a DNS
+// resolver does: it resends after a short wait. Whether a flow exists is read
+// from what sluice holds: one socket per flow (/proc/PID/fd), and with -d one
+// debug line per flow that ends.
+#include "harness.h"
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <filesystem>
+#include <fmt/format.h>
+#include <map>
+#include <netinet/in.h>
+#include <optional>
+#include <poll.h>
+#include <set>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace sluice::test;
+
+namespace {
+
+// A config with one udp listener "front" on 127.0.0.1:0 in front of pool "p".
+std::string udp_config(const std::vector<std::string>& backends, const std::string& listener_extra = "",
+                       const std::string& pool_extra = "", const std::string& global_extra = "workers = 2")
+{
+    std::string list;
+    for (const auto& b : backends)
+        list += fmt::format("  {{ address = \"{}\" }},\n", b);
+    return fmt::format("[global]\n{}\n\n"
+                       "[[listeners]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\n"
+                       "pool = \"p\"\n{}\n\n"
+                       "[pools.p]\n{}\nbackends = [\n{}]\n",
+                       global_extra, listener_extra, pool_extra, list);
+}
+
+// A client socket connected to sluice's listener, from `source_ip` and a port
+// of its own: one client address, so one flow.
+class UdpClient {
+public:
+    explicit UdpClient(std::uint16_t port, const std::string& ip = "127.0.0.1",
+                       const std::string& source_ip = "")
+    {
+        bool v6 = ip.find(':') != std::string::npos;
+        fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd_ >= 0);
+        int size = 1 << 20;
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        if (v6) {
+            sockaddr_in6 to{};
+            to.sin6_family = AF_INET6;
+            to.sin6_port = htons(port);
+            REQUIRE(::inet_pton(AF_INET6, ip.c_str(), &to.sin6_addr) == 1);
+            REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0);
+            return;
+        }
+        if (!source_ip.empty()) {
+            sockaddr_in from{};
+            from.sin_family = AF_INET;
+            REQUIRE(::inet_pton(AF_INET, source_ip.c_str(), &from.sin_addr) == 1);
+            REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof(from)) == 0);
+        }
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(port);
+        REQUIRE(::inet_pton(AF_INET, ip.c_str(), &to.sin_addr) == 1);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0);
+    }
+    ~UdpClient() { ::close(fd_); }
+    UdpClient(const UdpClient&) = delete;
+    UdpClient& operator=(const UdpClient&) = delete;
+
+    int fd() const noexcept { return fd_; }
+
+    void send(const std::string& datagram)
+    {
+        REQUIRE(::send(fd_, datagram.data(), datagram.size(), 0) == static_cast<ssize_t>(datagram.size()));
+    }
+
+    // The next datagram within `timeout`, or nullopt.
+    std::optional<std::string> receive(std::chrono::milliseconds timeout)
+    {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1)
+            return std::nullopt;
+        std::string buffer(65536, '\0');
+        ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
+        if (n < 0)
+            return std::nullopt;
+        buffer.resize(static_cast<std::size_t>(n));
+        return buffer;
+    }
+
+    // Sends `query` and waits for a reply ending with it, resending up to
+    // `tries` times (a resolver's retransmit). Stale replies are skipped.
+    std::optional<std::string> ask(const std::string& query, int tries = 5,
+                                   std::chrono::milliseconds wait = 500ms)
+    {
+        for (int t = 0; t < tries; ++t) {
+            send(query);
+            auto until = Clock::now() + wait;
+            while (Clock::now() < until) {
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+                auto got = receive(std::max(left, 1ms));
+                if (got && got->size() >= query.size()
+                    && got->compare(got->size() - query.size(), query.size(), query) == 0)
+                    return got;
+            }
+        }
+        return std::nullopt;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// The backend a whoami reply names ("a\n..." -> "a").
+std::string who(const std::optional<std::string>& reply)
+{
+    if (!reply)
+        return "(no reply)";
+    return reply->substr(0, reply->find('\n'));
+}
+
+std::size_t open_fds(pid_t pid)
+{
+    std::size_t n = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid), ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+        ++n;
+    return n;
+}
+
+void raise_fd_limit()
+{
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+} // namespace
+
+TEST_CASE("a flow sticks to its backend and round robin spreads new flows 10/10/10")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend c("c", "whoami", "127.0.0.1:0", Transport::Udp);
+    // One worker: the round-robin position is per worker.
+    Sluice sluice(udp_config({a.address(), b.address(), c.address()}, "", "", "workers = 1"));
+    std::map<std::string, int> flows;
+    int sticky = 0;
+    for (int i = 0; i < 30; ++i) {
+        UdpClient client(sluice.port("front"));
+        std::string first = who(client.ask(fmt::format("q{}-0", i)));
+        ++flows[first];
+        bool same = true;
+        for (int k = 1; k < 4; ++k)
+            same = same && who(client.ask(fmt::format("q{}-{}", i, k))) == first;
+        sticky += same;
+    }
+    CHECK(sticky == 30);
+    CHECK(flows["a"] == 10);
+    CHECK(flows["b"] == 10);
+    CHECK(flows["c"] == 10);
+}
+
+TEST_CASE("ip_hash gives a client IP the same backend across flows, on every worker")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend c("c", "whoami", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address(), c.address()}, "", "balance = \"ip_hash\""));
+    std::set<std::string> used;
+    int consistent = 0;
+    for (int ip = 10; ip < 40; ++ip) {
+        std::string source = fmt::format("127.0.0.{}", ip);
+        std::set<std::string> backends;
+        // Eight flows (eight source ports), spread over both workers by the kernel.
+        for (int flow = 0; flow < 8; ++flow) {
+            UdpClient client(sluice.port("front"), "127.0.0.1", source);
+            backends.insert(who(client.ask(fmt::format("{}#{}", source, flow))));
+        }
+        consistent += backends.size() == 1 && !backends.count("(no reply)");
+        used.insert(backends.begin(), backends.end());
+    }
+    CHECK(consistent == 30);
+    CHECK(used.size() == 3);  // 30 IPs over 3 backends: each gets some
+}
+
+TEST_CASE("datagrams from 0 to 65507 bytes come back byte-exact")
+{
+    EchoBackend echo("e", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({echo.address()}));
+    UdpClient client(sluice.port("front"));
+    int exact = 0;
+    const std::vector<std::size_t> sizes{0, 1, 2, 100, 512, 1472, 1473, 4096, 9000, 32768, 65000, 65506, 65507};
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        std::string payload = random_bytes(sizes[i], 100 + i);
+        std::optional<std::string> reply;
+        for (int t = 0; t < 5 && !reply; ++t) {
+            client.send(payload);
+            // Sizes are unique, so a reply of the right size is this one.
+            for (auto got = client.receive(1s); got; got = client.receive(1s))
+                if (got->size() == payload.size()) {
+                    reply = got;
+                    break;
+                }
+        }
+        INFO("size " << sizes[i]);
+        CHECK(reply == payload);
+        exact += reply == payload;
+    }
+    CHECK(exact == static_cast<int>(sizes.size()));
+}
+
+TEST_CASE("a burst of 65507-byte datagrams on one flow arrives whole")
+{
+    EchoBackend echo("e", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({echo.address()}));
+    UdpClient client(sluice.port("front"));
+    REQUIRE(client.ask("warm-up"));
+    std::set<std::string> sent;
+    for (int i = 0; i < 20; ++i) {
+        std::string payload = random_bytes(65507, 500 + static_cast<std::uint64_t>(i));
+        sent.insert(payload);
+        client.send(payload);
+    }
+    int intact = 0;
+    int damaged = 0;
+    while (intact + damaged < 20) {
+        auto got = client.receive(2s);
+        if (!got)
+            break;
+        (sent.count(*got) ? intact : damaged)++;
+    }
+    // Loopback with 4 MiB socket buffers keeps a burst of 20; none may be altered.
+    CHECK(damaged == 0);
+    CHECK(intact == 20);
+}
+
+TEST_CASE("a quiet flow ends after idle_timeout and frees its socket")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address()}, "idle_timeout = \"300ms\"", "", "workers = 1"), {"-d"});
+    pid_t pid = sluice.process().pid();
+    std::size_t base = open_fds(pid);
+    UdpClient client(sluice.port("front"));
+    CHECK(who(client.ask("one")) == "a");
+    CHECK(open_fds(pid) == base + 1);
+    auto start = Clock::now();
+    auto ended = sluice.process().wait_for_line("ended (idle-timeout", 5s);
+    auto waited = Clock::now() - start;
+    REQUIRE(ended);
+    CHECK(waited >= 200ms);  // 300 ms after the last reply, less the time to read it
+    CHECK(waited < 3s);
+    CHECK(wait_until([&] { return open_fds(pid) == base; }, 5s));
+    // The same client address now starts a new flow: the next backend.
+    CHECK(who(client.ask("two")) == "b");
+}
+
+TEST_CASE("a flow with traffic outlives idle_timeout")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address()}, "idle_timeout = \"400ms\"", "", "workers = 1"), {"-d"});
+    UdpClient client(sluice.port("front"));
+    std::set<std::string> backends;
+    auto until = Clock::now() + 1200ms;
+    int asked = 0;
+    while (Clock::now() < until) {
+        backends.insert(who(client.ask(fmt::format("tick {}", asked++))));
+        std::this_thread::sleep_for(100ms);  // pacing the client, not waiting for sluice
+    }
+    CHECK(backends == std::set<std::string>{"a"});
+    CHECK(sluice.process().count_lines("ended (idle-timeout") == 0);
+}
+
+TEST_CASE("responses = 1 ends each flow at its reply, so every query starts a new flow")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address()}, "responses = 1", "", "workers = 1"), {"-d"});
+    pid_t pid = sluice.process().pid();
+    std::size_t base = open_fds(pid);
+    UdpClient client(sluice.port("front"));
+    std::vector<std::string> order;
+    for (int i = 0; i < 6; ++i) {
+        order.push_back(who(client.ask(fmt::format("query {}", i))));
+        // The flow is freed as its reply leaves, not at idle_timeout (30 s).
+        CHECK(wait_until([&] { return open_fds(pid) == base; }, 2s));
+    }
+    CHECK(order == std::vector<std::string>{"a", "b", "a", "b", "a", "b"});
+    // The log lines reach us through a pipe, a little after the fds closed.
+    CHECK(wait_until([&] { return sluice.process().count_lines("ended (responses, 1 replies)") == 6; }, 5s));
+}
+
+TEST_CASE("1000 concurrent flows are all answered")
+{
+    raise_fd_limit();
+    EchoBackend a("a", "echo", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address()}));
+    pid_t pid = sluice.process().pid();
+    std::size_t base = open_fds(pid);
+    constexpr int kFlows = 1000;
+    std::vector<std::unique_ptr<UdpClient>> clients;
+    std::vector<std::string> queries;
+    for (int i = 0; i < kFlows; ++i) {
+        clients.push_back(std::make_unique<UdpClient>(sluice.port("front")));
+        queries.push_back(fmt::format("flow {:04} {}", i, random_bytes(40, static_cast<std::uint64_t>(i))));
+    }
+    std::vector<bool> answered(kFlows, false);
+    int answers = 0;
+    int corrupt = 0;
+    // All sent at once; the unanswered ones resent, as a resolver would.
+    for (int round = 0; round < 10 && answers < kFlows; ++round) {
+        for (int i = 0; i < kFlows; ++i)
+            if (!answered[i])
+                clients[i]->send(queries[i]);
+        auto until = Clock::now() + 1s;
+        while (answers < kFlows && Clock::now() < until) {
+            std::vector<pollfd> fds;
+            for (int i = 0; i < kFlows; ++i)
+                fds.push_back({clients[i]->fd(), POLLIN, 0});
+            if (::poll(fds.data(), fds.size(), 100) <= 0)
+                continue;
+            for (int i = 0; i < kFlows; ++i) {
+                if (!(fds[i].revents & POLLIN))
+                    continue;
+                while (auto got = clients[i]->receive(0ms)) {
+                    if (*got != queries[i])
+                        ++corrupt;
+                    else if (!answered[i]) {
+                        answered[i] = true;
+                        ++answers;
+                    }
+                }
+            }
+        }
+    }
+    CHECK(answers == kFlows);
+    CHECK(corrupt == 0);
+    // One flow, one backend socket, per client: resends did not add flows.
+    CHECK(open_fds(pid) == base + kFlows);
+}
+
+TEST_CASE("at the flow cap new flows are dropped, counted once in the log, and existing flows keep working")
+{
+    raise_fd_limit();
+    EchoBackend echo("e", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({echo.address()}, "", "", "workers = 2\nmax_connections = 20"));
+    pid_t pid = sluice.process().pid();
+    std::size_t base = open_fds(pid);
+    std::vector<std::unique_ptr<UdpClient>> existing;
+    for (int i = 0; i < 10; ++i) {
+        existing.push_back(std::make_unique<UdpClient>(sluice.port("front")));
+        REQUIRE(existing.back()->ask(fmt::format("existing {}", i)));
+    }
+    // A flood from 400 source ports, 5 datagrams each, while the existing
+    // flows keep asking.
+    std::vector<std::unique_ptr<UdpClient>> flood;
+    for (int i = 0; i < 400; ++i)
+        flood.push_back(std::make_unique<UdpClient>(sluice.port("front")));
+    int existing_answered = 0;
+    for (int round = 0; round < 5; ++round) {
+        for (int i = 0; i < 400; ++i)
+            flood[i]->send(fmt::format("flood {} {}", i, round));
+        for (int i = 0; i < 10; ++i)
+            existing_answered += existing[i]->ask(fmt::format("existing {} round {}", i, round)).has_value();
+    }
+    CHECK(existing_answered == 50);
+    REQUIRE(sluice.process().wait_for_line("max_connections (20) reached", 5s));
+    // Exactly 10 more flows fitted under the cap (one socket each); the rest
+    // of the flood got nothing back.
+    CHECK(open_fds(pid) == base + 20);
+    int flood_answered = 0;
+    for (auto& client : flood)
+        flood_answered += client->receive(0ms).has_value();
+    CHECK(flood_answered <= 10);
+    CHECK(sluice.process().count_lines("max_connections (20) reached") == 1);
+    // Still serving the flows it has.
+    for (int i = 0; i < 10; ++i)
+        CHECK(existing[i]->ask(fmt::format("after {}", i)));
+}
+
+TEST_CASE("a backend that refuses (ICMP port unreachable) stops getting new flows")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address()}, "", "max_fails = 2\nfail_timeout = \"60s\"",
+                             "workers = 1"),
+                  {"-d"});
+    b.stop();
+    // New flows, one query each without retransmit: those sent to b are lost,
+    // and each refusal ends its flow, until two of them mark b down.
+    for (int i = 0; i < 40 && !sluice.process().count_lines("is DOWN"); ++i) {
+        UdpClient client(sluice.port("front"));
+        client.ask(fmt::format("probe {}", i), 1, 300ms);
+    }
+    REQUIRE(sluice.process().wait_for_line("is DOWN", 5s));
+    CHECK(wait_until([&] { return sluice.process().count_lines("ended (backend-refused") == 2; }, 5s));
+    std::map<std::string, int> flows;
+    for (int i = 0; i < 20; ++i) {
+        UdpClient client(sluice.port("front"));
+        ++flows[who(client.ask(fmt::format("after {}", i)))];
+    }
+    CHECK(flows["a"] == 20);
+    // No new flow went to b once it was down: no further refusal.
+    CHECK(sluice.process().count_lines("ended (backend-refused") == 2);
+}
+
+TEST_CASE("an active udp probe takes a dead backend out before clients notice")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address(), b.address()}, "",
+                             "max_fails = 0\n"
+                             "health = { protocol = \"udp\", send = \"ping\", expect = \"\", "
+                             "interval = \"100ms\", timeout = \"2s\", rise = 1, fall = 1 }",
+                             "workers = 1"),
+                  {"-d"});
+    {
+        std::map<std::string, int> before;
+        for (int i = 0; i < 4; ++i) {
+            UdpClient client(sluice.port("front"));
+            ++before[who(client.ask(fmt::format("before {}", i)))];
+        }
+        CHECK(before["a"] == 2);
+        CHECK(before["b"] == 2);
+    }
+    b.stop();
+    REQUIRE(sluice.process().wait_for_line("is DOWN", 5s));
+    std::map<std::string, int> flows;
+    for (int i = 0; i < 20; ++i) {
+        UdpClient client(sluice.port("front"));
+        ++flows[who(client.ask(fmt::format("after {}", i)))];
+    }
+    CHECK(flows["a"] == 20);
+    // The probe found b dead first: no client flow ever went to it.
+    CHECK(sluice.process().count_lines("ended (backend-refused") == 0);
+}
+
+TEST_CASE("a backup backend takes udp flows only while no primary is usable")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend spare("spare", "whoami", "127.0.0.1:0", Transport::Udp);
+    std::string config = udp_config({a.address()}, "", "max_fails = 1\nfail_timeout = \"60s\"", "workers = 1");
+    config.replace(config.rfind("]"), 1, fmt::format("  {{ address = \"{}\", backup = true }},\n]", spare.address()));
+    Sluice sluice(config);
+    {
+        UdpClient client(sluice.port("front"));
+        CHECK(who(client.ask("first")) == "a");
+    }
+    a.stop();
+    {
+        UdpClient client(sluice.port("front"));
+        client.ask("lost to a", 1, 300ms);
+    }
+    REQUIRE(sluice.process().wait_for_line("is DOWN", 5s));
+    UdpClient client(sluice.port("front"));
+    CHECK(who(client.ask("to the backup")) == "spare");
+}
+
+TEST_CASE("an IPv6 udp listener reaches an IPv4 backend")
+{
+    EchoBackend echo("e", "echo", "127.0.0.1:0", Transport::Udp);
+    std::string config = udp_config({echo.address()});
+    config.replace(config.find("127.0.0.1:0"), 11, "[::1]:0");
+    Sluice sluice(config);
+    UdpClient client(sluice.port("front"), "::1");
+    CHECK(client.ask("over v6") == "over v6");
+}
+
+TEST_CASE("SIGTERM with open udp flows exits 0")
+{
+    EchoBackend echo("e", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({echo.address()}));
+    std::vector<std::unique_ptr<UdpClient>> clients;
+    for (int i = 0; i < 20; ++i) {
+        clients.push_back(std::make_unique<UdpClient>(sluice.port("front")));
+        REQUIRE(clients.back()->ask(fmt::format("c{}", i)));
+    }
+    sluice.process().send_signal(SIGTERM);
+    CHECK(sluice.process().wait_exit(10s) == 0);
+}
