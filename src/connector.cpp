@@ -6,8 +6,12 @@ namespace sluice {
 
 std::optional<BackendId> Connector::next(const SocketAddress& client, std::int64_t now_ms)
 {
-    if (attempts_failed() > pool_->config->retries)
+    PoolStats* stats = pool_->stats.get();
+    if (attempts_failed() > pool_->config->retries) {
+        if (stats)
+            stats->rejected.fetch_add(1, std::memory_order_relaxed);
         return std::nullopt;
+    }
     PickContext ctx;
     ctx.client = &client;
     ctx.excluded = tried_;
@@ -18,8 +22,14 @@ std::optional<BackendId> Connector::next(const SocketAddress& client, std::int64
             && pool_->all_down.exchange(false, std::memory_order_relaxed))
             log::info("pool {} has a usable backend again", pool_->config->name);
         table_->acquire(*id);
-    } else if (tried_.empty() && !pool_->all_down.load(std::memory_order_relaxed)
-               && !pool_->all_down.exchange(true, std::memory_order_relaxed)) {
+        if (stats && !tried_.empty())
+            stats->retries.fetch_add(1, std::memory_order_relaxed);
+        return id;
+    }
+    if (stats)
+        stats->rejected.fetch_add(1, std::memory_order_relaxed);
+    if (tried_.empty() && !pool_->all_down.load(std::memory_order_relaxed)
+        && !pool_->all_down.exchange(true, std::memory_order_relaxed)) {
         // Only a first attempt proves the whole pool is unusable; a retry that
         // finds nothing new merely ran out of other backends.
         log::warning("pool {} has no usable backend: closing new clients", pool_->config->name);
@@ -31,6 +41,8 @@ void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
 {
     table_->release(backend);
     tried_.push_back(backend);
+    if (PoolStats* stats = pool_->stats.get())
+        stats->failed_connects.fetch_add(1, std::memory_order_relaxed);
     const PoolConfig& pool = *pool_->config;
     if (table_->record_connect_failure(backend, now_ms, pool.max_fails, pool.fail_timeout.count()))
         log::warning("{} is DOWN ({} connect failures within {}ms, last: {})", pool_->label(backend),

@@ -36,8 +36,15 @@ std::unique_ptr<Listener> make_listener(Worker& worker, UniqueFd fd, const Liste
     return nullptr;
 }
 
+std::shared_ptr<ListenerCounters> listener_counters(Worker& worker, const ListenerConfig& config)
+{
+    const auto& generation = worker.generation();
+    const ListenerRuntime* listener = generation ? generation->runtime->find_listener(config) : nullptr;
+    return listener ? listener->counters : nullptr;
+}
+
 TcpListener::TcpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
-    : Listener(config), worker_(worker), fd_(std::move(fd))
+    : Listener(config, listener_counters(worker, config), worker.index()), worker_(worker), fd_(std::move(fd))
 {
     io_.bind<TcpListener, &TcpListener::on_readable>(worker.loop(), this, fd_.get());
     resume_timer_.bind<TcpListener, &TcpListener::on_resume>(worker.loop(), this);

@@ -24,6 +24,14 @@ const PoolRuntime* Runtime::find_pool(std::string_view name) const noexcept
     return nullptr;
 }
 
+const ListenerRuntime* Runtime::find_listener(const ListenerConfig& listener) const noexcept
+{
+    for (std::size_t i = 0; i < config.listeners.size() && i < listeners.size(); ++i)
+        if (&config.listeners[i] == &listener)
+            return &listeners[i];
+    return nullptr;
+}
+
 namespace {
 
 std::optional<BackendId> previous_slot(const Runtime* previous, const PoolConfig& pool,

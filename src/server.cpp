@@ -2,6 +2,8 @@
 
 #include "sluice/listener.h"
 #include "sluice/log.h"
+#include "sluice/reload.h"
+#include "sluice/sd_notify.h"
 #include "sluice/socket.h"
 
 #include <csignal>
@@ -66,6 +68,8 @@ Server::Server(Config config) : initial_config_(std::move(config)), shared_(std:
 {
     signal_io_.bind<Server, &Server::on_signal>(control_loop_, this, -1);
     drain_timer_.bind<Server, &Server::on_drain_tick>(control_loop_, this);
+    retire_timer_.bind<Server, &Server::on_retire_tick>(control_loop_, this);
+    process_.started_ms = monotonic_ms();
 }
 
 Server::~Server()
@@ -76,25 +80,36 @@ Server::~Server()
     }
 }
 
+bool Server::open_listener_sockets(const ListenerConfig& listener, SocketAddress& bound,
+                                   std::vector<std::vector<UniqueFd>>& per_worker)
+{
+    SocketAddress address = listener.listen;
+    std::vector<UniqueFd> opened;
+    for (std::size_t w = 0; w < per_worker.size(); ++w) {
+        Result<UniqueFd> sock = open_listener_socket(listener, address, runtime_->config.global.backlog);
+        if (!sock) {
+            log::error("listener {}: cannot listen on {}: {}", listener.name, address.to_string(),
+                       describe(sock.error()));
+            return false;
+        }
+        // Port 0: the first socket picks a free port, the others join it.
+        if (address.port() == 0)
+            address = local_address(sock.value().get());
+        opened.push_back(std::move(sock.value()));
+    }
+    for (std::size_t w = 0; w < per_worker.size(); ++w)
+        per_worker[w].push_back(std::move(opened[w]));
+    bound = address;
+    log::info("listener {} listening on {} ({}, pool {})", listener.name, address.to_string(),
+              to_string(listener.protocol), listener.pool);
+    return true;
+}
+
 bool Server::open_listeners(std::vector<std::vector<UniqueFd>>& per_worker)
 {
-    for (const ListenerConfig& listener : runtime_->config.listeners) {
-        SocketAddress address = listener.listen;
-        for (auto& fds : per_worker) {
-            Result<UniqueFd> sock = open_listener_socket(listener, address, runtime_->config.global.backlog);
-            if (!sock) {
-                log::error("listener {}: cannot listen on {}: {}", listener.name, address.to_string(),
-                           describe(sock.error()));
-                return false;
-            }
-            // Port 0: the first socket picks a free port, the others join it.
-            if (address.port() == 0)
-                address = local_address(sock.value().get());
-            fds.push_back(std::move(sock.value()));
-        }
-        log::info("listener {} listening on {} ({}, pool {})", listener.name, address.to_string(),
-                  to_string(listener.protocol), listener.pool);
-    }
+    for (std::size_t i = 0; i < runtime_->config.listeners.size(); ++i)
+        if (!open_listener_sockets(runtime_->config.listeners[i], runtime_->listeners[i].bound, per_worker))
+            return false;
     return true;
 }
 
@@ -123,10 +138,20 @@ int Server::run()
     }
     const GlobalConfig& global = runtime_->config.global;
     unsigned worker_count = effective_workers(global.workers);
+    std::vector<std::string> errors;
+    if (!attach_operations(*runtime_, nullptr, worker_count, &errors)) {
+        for (const auto& e : errors)
+            log::error("{}", e);
+        return 1;
+    }
 
     std::vector<std::vector<UniqueFd>> listener_fds(worker_count);
     if (!open_listeners(listener_fds))
         return 1;
+    if (!admin_.open(runtime_->config.admin, &error)) {
+        log::error("{}", error);
+        return 1;
+    }
 
     prober_.start(runtime_);
     WorkerOptions options;
@@ -136,14 +161,22 @@ int Server::run()
         workers_.push_back(std::make_unique<Worker>(i, *shared_, options));
         workers_.back()->start(runtime_, std::move(listener_fds[i]));
     }
+    std::vector<Worker*> workers;
+    for (auto& worker : workers_)
+        workers.push_back(worker.get());
+    admin_.start(runtime_, std::move(workers));
+    process_.generation.store(runtime_->generation, std::memory_order_relaxed);
+    generations_.push_back(runtime_);
     log::info("sluice started: {} workers, max {} sessions, {} file descriptors", worker_count,
               shared_->max_sessions, fd_limit);
+    sd_notify("READY=1\nSTATUS=accepting connections");
 
     signal_io_.set_events(EV_READ);
     control_loop_.run();
 
     for (auto& worker : workers_)
         worker->join();
+    admin_.stop();  // before the workers go: it may still hold a request for one
     workers_.clear();
     log::info("sluice stopped");
     return 0;
@@ -155,7 +188,7 @@ void Server::on_signal(int)
     while (::read(signal_fd_.get(), &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
         switch (info.ssi_signo) {
         case SIGHUP:
-            log::warning("SIGHUP: reload is not supported yet; the running configuration stays");
+            reload();
             break;
         case SIGTERM:
         case SIGINT:
@@ -175,6 +208,7 @@ void Server::on_signal(int)
 void Server::begin_drain()
 {
     draining_ = true;
+    sd_notify("STOPPING=1");
     std::size_t sessions = 0;
     for (auto& worker : workers_) {
         worker->stop_accepting();
@@ -207,6 +241,7 @@ void Server::on_drain_tick()
 void Server::finish()
 {
     drain_timer_.stop();
+    retire_timer_.stop();
     signal_io_.stop();
     for (auto& worker : workers_)
         worker->shutdown();

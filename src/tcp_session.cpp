@@ -299,6 +299,7 @@ void TcpSession::close(CloseReason reason)
     if (backend_)
         worker_.table().release(*backend_);
     worker_.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
+    worker_.record_session_end(*this, reason);
     worker_.remove_session(this);
     delete this;
 }

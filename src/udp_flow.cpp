@@ -105,7 +105,7 @@ void UdpFlow::on_readable(int)
 // ---- UdpListener --------------------------------------------------------------
 
 UdpListener::UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
-    : Listener(config), worker_(worker), fd_(std::move(fd)),
+    : Listener(config, listener_counters(worker, config), worker.index()), worker_(worker), fd_(std::move(fd)),
       receive_slots_(new std::byte[kBatch * kSlotSize]),
       reply_arena_(new std::byte[kReplyArena]),
       incoming_(new Incoming[kBatch]),
@@ -198,6 +198,7 @@ void UdpListener::forward(const SocketAddress& client, const std::byte* data, st
         if (sent.ok()) [[likely]] {
             flows_.touch(flow, worker_.loop().now());
             worker_.table().add_bytes(flow->backend(), length, 0);
+            stats_.bytes_in.fetch_add(length, std::memory_order_relaxed);
             return;
         }
         if (backend_failure(sent.error)) {
@@ -288,6 +289,7 @@ void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
     reply_used_ += (length + 15) & ~std::size_t{15};
 
     worker_.table().add_bytes(flow.backend(), 0, length);
+    stats_.bytes_out.fetch_add(length, std::memory_order_relaxed);
     std::uint32_t replies = flow.count_reply();
     int responses = config_->responses;
     if (responses > 0 && replies >= static_cast<std::uint32_t>(responses)) {

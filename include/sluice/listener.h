@@ -9,6 +9,7 @@
 #include "sluice/errors.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/stats.h"
 
 #include <atomic>
 #include <cstdint>
@@ -17,14 +18,6 @@
 namespace sluice {
 
 class Worker;
-
-// Counters of one listener on one worker: written by that worker only, read by
-// the admin/metrics thread (hence relaxed atomics).
-struct ListenerStats {
-    std::atomic<std::uint64_t> accepted{0};
-    std::atomic<std::uint64_t> rejected{0};  // max_connections or EMFILE
-    std::atomic<std::uint64_t> dropped{0};   // UDP: datagrams lost (no backend, full buffer, truncated)
-};
 
 class Listener {
 public:
@@ -40,15 +33,32 @@ public:
     const ListenerStats& stats() const noexcept { return stats_; }
 
 protected:
-    explicit Listener(const ListenerConfig& config) : config_(&config) {}
+    // Counts into a ListenerStats of the listener's own (not reported).
+    explicit Listener(const ListenerConfig& config) : config_(&config), stats_(own_stats_) {}
+    // Counts into `counters`' line for worker `worker`, which the admin thread
+    // reports and a reload carries over; the listener keeps `counters` alive.
+    Listener(const ListenerConfig& config, std::shared_ptr<ListenerCounters> counters, unsigned worker)
+        : config_(&config), counters_(std::move(counters)), stats_(counters_ ? counters_->worker(worker) : own_stats_)
+    {
+    }
 
     const ListenerConfig* config_;
-    ListenerStats stats_;
+
+private:
+    ListenerStats own_stats_;
+    std::shared_ptr<ListenerCounters> counters_;
+
+protected:
+    ListenerStats& stats_;  // written by this listener's worker only
 };
 
 // Opens one worker's socket for `config` (bound to `address`, which has port 0
 // replaced by the port the first worker's socket got).
 Result<UniqueFd> open_listener_socket(const ListenerConfig& config, const SocketAddress& address, int backlog);
+
+// The counters of `config` in `worker`'s current generation, for a listener's
+// constructor (null when the runtime has none, as in unit tests).
+std::shared_ptr<ListenerCounters> listener_counters(Worker& worker, const ListenerConfig& config);
 
 // The listener of the right kind for `config` on `worker`, owning `fd`.
 std::unique_ptr<Listener> make_listener(Worker& worker, UniqueFd fd, const ListenerConfig& config);

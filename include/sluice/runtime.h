@@ -6,8 +6,10 @@
 // session that started under it let go, which a reload cannot predict).
 #pragma once
 
+#include "sluice/access_log.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/stats.h"
 
 #include <atomic>
 #include <cstdint>
@@ -27,18 +29,36 @@ struct PoolRuntime {
     // logged once per state change, not once per connection. Any worker may
     // flip it; the exchange decides which one logs.
     mutable std::atomic<bool> all_down{false};
+    // Failed connects, retries, rejected clients. Shared with the previous and
+    // next generations of the same pool so a reload keeps the counts (null for
+    // a runtime built without attach_operations(), e.g. in unit tests).
+    std::shared_ptr<PoolStats> stats;
 
     // "pool/name" of a backend of this pool, for logs.
     std::string label(BackendId id) const;
     const BackendConfig* backend(BackendId id) const noexcept;
 };
 
+// What a generation adds to one configured listener (see reload.h).
+struct ListenerRuntime {
+    // Shared with the generations before and after that keep the listener
+    // (same protocol and address), so counts survive a reload.
+    std::shared_ptr<ListenerCounters> counters;
+    std::shared_ptr<AccessLogFile> access_log;  // null: no access log
+    SocketAddress bound;                        // the address actually bound (port 0 resolved)
+};
+
 struct Runtime {
     Config config;
     std::vector<PoolRuntime> pools;  // parallel to config.pools
+    // Parallel to config.listeners; empty for a runtime built without
+    // attach_operations() (unit tests).
+    std::vector<ListenerRuntime> listeners;
     std::uint64_t generation = 0;
 
     const PoolRuntime* find_pool(std::string_view name) const noexcept;
+    // The ListenerRuntime of `listener` (an element of config.listeners), or null.
+    const ListenerRuntime* find_listener(const ListenerConfig& listener) const noexcept;
 };
 
 // Builds a generation from a validated config, taking BackendTable slots for its

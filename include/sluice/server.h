@@ -2,11 +2,13 @@
 // control loop (signals, drain) on the main thread.
 #pragma once
 
+#include "sluice/admin.h"
 #include "sluice/config.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/health_prober.h"
 #include "sluice/runtime.h"
+#include "sluice/stats.h"
 #include "sluice/worker.h"
 
 #include <memory>
@@ -24,19 +26,43 @@ public:
     // startup failed). Call from the main thread.
     int run();
 
+    // Control thread: re-reads the config file and, when it is valid, publishes
+    // it (server_reload.cpp). An invalid file changes nothing.
+    ReloadOutcome reload();
+
 private:
+    // Backend slots a reload removed, freed once no generation up to
+    // `generation` is alive and no session uses them.
+    struct RetiredBackends {
+        std::uint64_t generation;
+        std::vector<BackendId> ids;
+    };
+
     bool open_listeners(std::vector<std::vector<UniqueFd>>& per_worker);
+    // One socket per worker for `listener`; `bound` comes back with port 0
+    // resolved. Logs and returns false on failure (nothing stays open).
+    bool open_listener_sockets(const ListenerConfig& listener, SocketAddress& bound,
+                               std::vector<std::vector<UniqueFd>>& per_worker);
+    void on_retire_tick();
     void on_signal(int revents);
     void begin_drain();
     void on_drain_tick();
     void finish();
+    // Admin thread: runs reload() on the control thread, then `reply`.
+    void request_reload(std::function<void(ReloadOutcome)> reply);
 
     Config initial_config_;
     std::unique_ptr<SharedState> shared_;
     HealthProber prober_{shared_->table};  // after shared_: probes its table
     std::shared_ptr<Runtime> runtime_;
     std::vector<std::unique_ptr<Worker>> workers_;
+    ProcessStats process_;
     EventLoop control_loop_;
+    AdminServer admin_{shared_->table, process_, [this](auto reply) { request_reload(std::move(reply)); }};
+    // Every generation published, to know when an old one is gone.
+    std::vector<std::weak_ptr<const Runtime>> generations_;
+    std::vector<RetiredBackends> retired_;
+    TimerWatcher retire_timer_;
     UniqueFd signal_fd_;
     IoWatcher signal_io_;
     TimerWatcher drain_timer_;

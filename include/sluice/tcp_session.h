@@ -73,6 +73,8 @@ public:
     bool client_half_closed() const noexcept { return upstream_.eof; }
     bool backend_half_closed() const noexcept { return downstream_.eof; }
     ev_tstamp started_at() const noexcept { return started_at_; }
+    const ListenerConfig& listener() const noexcept { return listener_; }
+    const WorkerGeneration& generation() const noexcept { return *generation_; }
 
     // Intrusive list of the worker's sessions.
     TcpSession* prev = nullptr;

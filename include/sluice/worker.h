@@ -14,7 +14,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,6 +25,7 @@ namespace sluice {
 
 class Listener;
 class TcpSession;
+enum class CloseReason : std::uint8_t;
 
 // What every worker shares: the backend table and the global session limit.
 struct SharedState {
@@ -51,6 +55,26 @@ struct WorkerGeneration {
     WorkerPool* find_pool(std::string_view name) noexcept;
 };
 
+// One listener of a new generation as a worker receives it on reload: the
+// listener it already runs for `previous` (a config of its current
+// generation), kept with its socket, or a socket the control thread opened.
+struct ListenerHandoff {
+    const ListenerConfig* previous = nullptr;
+    UniqueFd fd;
+};
+
+// One session as `show sessions` prints it.
+struct SessionInfo {
+    unsigned worker = 0;
+    std::string listener;
+    std::string client;
+    std::string backend;   // "pool/name" or "-"
+    double age_seconds = 0;
+    std::uint64_t bytes_in = 0;   // client -> backend
+    std::uint64_t bytes_out = 0;  // backend -> client
+    std::string state;     // connecting, established, client-half-closed, backend-half-closed
+};
+
 struct WorkerOptions {
     std::size_t pipe_size = 1u << 20;
     std::size_t max_idle_pipes = 64;
@@ -67,6 +91,16 @@ public:
     // Control thread, before start(): adopts `runtime` and one socket per
     // listener of its config (same order as config.listeners).
     void start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd> listener_fds);
+
+    // Any thread: adopts a reloaded generation. `listeners` is parallel to
+    // runtime->config.listeners. Kept listeners switch to their new config,
+    // new ones start, the rest stop; sessions keep the generation they started
+    // under. `done` runs on the worker's thread afterwards.
+    void reload(std::shared_ptr<const Runtime> runtime, std::vector<ListenerHandoff> listeners,
+                std::function<void()> done);
+
+    // Loop thread: one SessionInfo per open session.
+    std::vector<SessionInfo> describe_sessions() const;
 
     // Any thread: stop accepting (close this worker's listener sockets).
     void stop_accepting();
@@ -93,9 +127,13 @@ public:
 
     void add_session(TcpSession* session) noexcept;
     void remove_session(TcpSession* session) noexcept;
+    // A session is closing: adds its bytes to its listener's counters and
+    // writes its access log line.
+    void record_session_end(const TcpSession& session, CloseReason reason) noexcept;
 
 private:
     void run();
+    void adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerHandoff> listeners);
     std::shared_ptr<WorkerGeneration> make_generation(std::shared_ptr<const Runtime> runtime);
 
     unsigned index_;

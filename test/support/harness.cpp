@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -235,12 +236,23 @@ std::uint16_t port_after(const std::string& line, const std::string& marker)
 
 } // namespace
 
-Sluice::Sluice(const std::string& config_text, std::vector<std::string> extra_args)
+namespace {
+
+std::string with_dir(std::string text, const std::string& dir)
 {
-    config_path_ = dir_.write("sluice.toml", config_text);
+    for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;)
+        text.replace(at, 5, dir);
+    return text;
+}
+
+} // namespace
+
+Sluice::Sluice(const std::string& config_text, std::vector<std::string> extra_args, std::vector<std::string> extra_env)
+{
+    config_path_ = dir_.write("sluice.toml", with_dir(config_text, dir_.path()));
     std::vector<std::string> args{"-c", config_path_};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
-    process_ = std::make_unique<Process>(binary_from_env("SLUICE_BIN"), args);
+    process_ = std::make_unique<Process>(binary_from_env("SLUICE_BIN"), args, extra_env);
     auto started = process_->wait_for_line("sluice started", 10s);
     INFO(process_->output());
     REQUIRE(started);
@@ -257,6 +269,23 @@ Sluice::Sluice(const std::string& config_text, std::vector<std::string> extra_ar
         std::string name = line.substr(9, line.find(' ', 9) - 9);
         ports_[name] = port_after(line, marker);
     }
+}
+
+void Sluice::rewrite_config(const std::string& config_text)
+{
+    // Write aside and rename, so a reload never reads a half-written file.
+    std::string tmp = dir_.write("sluice.toml.new", with_dir(config_text, dir_.path()));
+    REQUIRE(::rename(tmp.c_str(), config_path_.c_str()) == 0);
+}
+
+std::uint16_t Sluice::metrics_port()
+{
+    std::string all = process_->output();
+    auto at = all.find("metrics at http://");
+    REQUIRE(at != std::string::npos);
+    auto end = all.find("/metrics", at + 18);
+    std::string address = all.substr(at + 18, end - at - 18);
+    return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
 }
 
 std::uint16_t Sluice::port(const std::string& listener) const
@@ -369,6 +398,58 @@ BlackholeServer::~BlackholeServer()
 }
 
 std::string BlackholeServer::address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+// ---- admin and HTTP clients ------------------------------------------------------------
+
+AdminClient::AdminClient(const std::string& socket_path)
+{
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    REQUIRE(socket_path.size() < sizeof(address.sun_path));
+    std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+    INFO("connect to " << socket_path << ": " << std::strerror(errno));
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    set_receive_timeout(fd_, 10s);
+}
+
+AdminClient::~AdminClient()
+{
+    if (fd_ >= 0)
+        ::close(fd_);
+}
+
+std::string AdminClient::command(const std::string& line) { return raw(line + "\n"); }
+
+std::string AdminClient::raw(const std::string& bytes)
+{
+    send_all(fd_, bytes);
+    while (true) {
+        auto end = buffer_.find("\n\n");
+        if (end != std::string::npos) {
+            std::string reply = buffer_.substr(0, end);
+            buffer_.erase(0, end + 2);
+            return reply;
+        }
+        char buf[65536];
+        ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return "<connection closed: " + buffer_ + ">";
+        buffer_.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+std::string http_get(std::uint16_t port, const std::string& path)
+{
+    int fd = connect_tcp(port);
+    send_all(fd, "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    std::string response = recv_until_eof(fd);
+    ::close(fd);
+    return response;
+}
 
 // ---- clients ---------------------------------------------------------------------------
 

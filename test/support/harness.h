@@ -77,13 +77,20 @@ private:
 };
 
 // sluice itself, started on a config text; learns each listener's real port
-// from its "listener NAME listening on ADDR" log lines.
+// from its "listener NAME listening on ADDR" log lines. "@DIR@" in the config
+// text becomes a private temporary directory (for admin sockets, access logs).
 class Sluice {
 public:
-    explicit Sluice(const std::string& config_text, std::vector<std::string> extra_args = {});
+    explicit Sluice(const std::string& config_text, std::vector<std::string> extra_args = {},
+                    std::vector<std::string> extra_env = {});
     std::uint16_t port(const std::string& listener) const;
     Process& process() noexcept { return *process_; }
     const std::string& config_path() const noexcept { return config_path_; }
+    const std::string& dir() const noexcept { return dir_.path(); }
+    // Replaces the config file (same "@DIR@" rule); send SIGHUP to load it.
+    void rewrite_config(const std::string& config_text);
+    // The port of `metrics = "...:0"`, from the "metrics at http://ADDR/metrics" line.
+    std::uint16_t metrics_port();
 
 private:
     TempDir dir_;
@@ -142,6 +149,28 @@ private:
     std::uint16_t port_ = 0;
     std::vector<int> fillers_;
 };
+
+// A client of the admin socket: one command, one reply (the lines up to the
+// empty line that ends every reply, without it).
+class AdminClient {
+public:
+    explicit AdminClient(const std::string& socket_path);
+    ~AdminClient();
+    AdminClient(const AdminClient&) = delete;
+    AdminClient& operator=(const AdminClient&) = delete;
+    std::string command(const std::string& line);
+    // Sends raw bytes (no newline added) and reads one reply.
+    std::string raw(const std::string& bytes);
+    int fd() const noexcept { return fd_; }
+
+private:
+    int fd_ = -1;
+    std::string buffer_;
+};
+
+// One HTTP/1.1 GET on loopback; returns the whole response (status line,
+// headers, body) read until the server closes.
+std::string http_get(std::uint16_t port, const std::string& path);
 
 // Blocking client helpers. All calls fail the test (Catch2 REQUIRE) on error
 // unless they report the error.

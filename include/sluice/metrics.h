@@ -1,0 +1,74 @@
+// What the admin socket and /metrics report: a snapshot of the counters, and
+// its Prometheus text exposition (format 0.0.4: # HELP, # TYPE, samples).
+//
+// take_snapshot reads atomics only (the BackendTable, listener and pool
+// counters), so the admin thread never waits on a worker.
+#pragma once
+
+#include "sluice/backend_table.h"
+#include "sluice/runtime.h"
+#include "sluice/stats.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+struct BackendSnapshot {
+    std::string pool;
+    std::string name;
+    std::string address;
+    bool backup = false;
+    AdminState admin = AdminState::Ready;
+    Health health = Health::Up;
+    bool passive_down = false;
+    std::string_view why = "-";  // why it is down ("connection refused"), "-" when up (static text)
+    std::uint16_t weight = 1;
+    std::uint32_t active = 0;
+    std::uint64_t total = 0;
+    std::uint64_t connect_failures = 0;
+    std::uint64_t bytes_in = 0;   // to the backend
+    std::uint64_t bytes_out = 0;  // from the backend
+    bool up() const noexcept { return health == Health::Up && !passive_down; }
+};
+
+struct ListenerSnapshot {
+    std::string name;
+    std::string_view protocol;  // static text
+    std::string address;
+    ListenerTotals totals;
+};
+
+struct PoolSnapshot {
+    std::string name;
+    std::uint64_t sessions = 0;  // sum of its backends' totals
+    std::uint32_t active = 0;
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::uint64_t failed_connects = 0;
+    std::uint64_t retries = 0;
+    std::uint64_t rejected = 0;
+};
+
+struct StatsSnapshot {
+    double uptime_seconds = 0;
+    std::uint64_t generation = 0;
+    std::uint64_t reloads_ok = 0;
+    std::uint64_t reloads_failed = 0;
+    std::vector<ListenerSnapshot> listeners;
+    std::vector<PoolSnapshot> pools;
+    std::vector<BackendSnapshot> backends;
+};
+
+// Any thread. `now_ms` is monotonic_ms().
+StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, const ProcessStats& process,
+                            std::int64_t now_ms);
+
+// The Prometheus text exposition of `snapshot`.
+std::string format_prometheus(const StatsSnapshot& snapshot);
+
+// A Prometheus label value with \, " and newline escaped.
+std::string escape_label(std::string_view value);
+
+} // namespace sluice

@@ -1,0 +1,64 @@
+// Counters the admin socket and /metrics report, beyond the per-backend ones in
+// the BackendTable: per listener, per pool, and for the process.
+//
+// Writers are workers (relaxed increments), the reader is the admin thread.
+// Listener counters have one cache line per worker, so workers never write the
+// same line; pool counters move only on failures and retries, so one line
+// shared by all workers is enough. Both are carried from one generation to the
+// next for a listener or pool that stays (see reload.h), so a reload does not
+// reset them.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+namespace sluice {
+
+// One listener on one worker.
+struct alignas(64) ListenerStats {
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> rejected{0};   // max_connections or EMFILE
+    std::atomic<std::uint64_t> bytes_in{0};   // client -> backend, added at session close
+    std::atomic<std::uint64_t> bytes_out{0};  // backend -> client, added at session close
+    std::atomic<std::uint64_t> dropped{0};    // UDP: datagrams lost (no backend, full buffer, truncated)
+};
+
+struct ListenerTotals {
+    std::uint64_t accepted = 0;
+    std::uint64_t rejected = 0;
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::uint64_t dropped = 0;
+};
+
+// One listener across all workers: a ListenerStats per worker.
+class ListenerCounters {
+public:
+    explicit ListenerCounters(unsigned workers);
+    unsigned workers() const noexcept { return workers_; }
+    // The worker's own line; an index past the end gets the last line (a
+    // listener made by a test without a worker count).
+    ListenerStats& worker(unsigned index) noexcept { return per_worker_[index < workers_ ? index : workers_ - 1]; }
+    ListenerTotals total() const noexcept;
+
+private:
+    unsigned workers_;
+    std::unique_ptr<ListenerStats[]> per_worker_;
+};
+
+struct alignas(64) PoolStats {
+    std::atomic<std::uint64_t> failed_connects{0};  // connects that failed (each attempt)
+    std::atomic<std::uint64_t> retries{0};          // further backends tried after a failure
+    std::atomic<std::uint64_t> rejected{0};         // clients closed: no usable backend or retries spent
+};
+
+// The process: written by the control thread, read by the admin thread.
+struct ProcessStats {
+    std::atomic<std::uint64_t> reloads_ok{0};
+    std::atomic<std::uint64_t> reloads_failed{0};
+    std::atomic<std::uint64_t> generation{0};
+    std::int64_t started_ms = 0;  // monotonic_ms() at start
+};
+
+} // namespace sluice

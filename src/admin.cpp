@@ -1,0 +1,685 @@
+#include "sluice/admin.h"
+
+#include "sluice/log.h"
+#include "sluice/socket.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace sluice {
+
+// ---- parsing ------------------------------------------------------------------
+
+namespace {
+
+std::vector<std::string_view> split_words(std::string_view line)
+{
+    std::vector<std::string_view> words;
+    std::size_t i = 0;
+    while (i < line.size()) {
+        while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+            ++i;
+        std::size_t start = i;
+        while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+            ++i;
+        if (i > start)
+            words.push_back(line.substr(start, i - start));
+    }
+    return words;
+}
+
+std::string join(const std::vector<std::string_view>& words)
+{
+    std::string out;
+    for (auto w : words)
+        out += (out.empty() ? "" : " ") + std::string(w);
+    return out;
+}
+
+AdminParseResult fail(std::string message) { return {std::nullopt, std::move(message)}; }
+
+constexpr std::string_view kSetUsage = "usage: set server POOL/BACKEND state ready|drain|maint, or set server "
+                                       "POOL/BACKEND weight N";
+
+} // namespace
+
+AdminParseResult parse_admin_command(std::string_view line)
+{
+    std::vector<std::string_view> words = split_words(line);
+    AdminCommand command;
+    if (!words.empty() && words.front() == "json") {
+        command.json = true;
+        words.erase(words.begin());
+    }
+    if (words.empty())
+        return fail(R"(empty command, try "help")");
+    const std::string_view verb = words[0];
+    auto unknown = [&] { return fail(fmt::format(R"(unknown command "{}", try "help")", join(words))); };
+
+    if (verb == "help" && words.size() == 1) {
+        command.kind = AdminCommand::Kind::Help;
+        return {command, {}};
+    }
+    if (verb == "reload" && words.size() == 1) {
+        command.kind = AdminCommand::Kind::Reload;
+        return {command, {}};
+    }
+    if (verb == "show") {
+        if (words.size() < 2)
+            return fail("show what? expected show servers, show stat or show sessions");
+        const std::string_view what = words[1];
+        if (what == "servers")
+            command.kind = AdminCommand::Kind::ShowServers;
+        else if (what == "stat" || what == "stats")
+            command.kind = AdminCommand::Kind::ShowStat;
+        else if (what == "sessions")
+            command.kind = AdminCommand::Kind::ShowSessions;
+        else
+            return unknown();
+        if (words.size() == 3 && words[2] == "json")
+            command.json = true;
+        else if (words.size() > 2)
+            return fail(fmt::format(R"(unexpected "{}" after "show {}")", words[2], what));
+        return {command, {}};
+    }
+    if (verb == "set") {
+        if (words.size() < 2 || words[1] != "server")
+            return words.size() < 2 ? fail(std::string(kSetUsage)) : unknown();
+        if (words.size() != 5)
+            return fail(std::string(kSetUsage));
+        const std::string_view target = words[2];
+        const auto slash = target.find('/');
+        if (slash == std::string_view::npos || slash == 0 || slash + 1 == target.size())
+            return fail(fmt::format(R"(expected POOL/BACKEND, got "{}")", target));
+        command.pool = std::string(target.substr(0, slash));
+        command.backend = std::string(target.substr(slash + 1));
+        const std::string_view field = words[3];
+        const std::string_view value = words[4];
+        if (field == "state") {
+            std::optional<AdminState> state = parse_admin_state(value);
+            if (!state)
+                return fail(fmt::format(R"(unknown state "{}", expected ready, drain or maint)", value));
+            command.kind = AdminCommand::Kind::SetState;
+            command.state = *state;
+            return {command, {}};
+        }
+        if (field == "weight") {
+            int weight = -1;
+            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), weight);
+            if (ec != std::errc{} || end != value.data() + value.size() || weight < 0 || weight > 256)
+                return fail(fmt::format(R"(weight "{}" is not an integer from 0 to 256)", value));
+            command.kind = AdminCommand::Kind::SetWeight;
+            command.weight = weight;
+            return {command, {}};
+        }
+        return fail(fmt::format(R"(unknown field "{}", expected state or weight)", field));
+    }
+    return unknown();
+}
+
+// ---- rendering ----------------------------------------------------------------
+
+std::string json_quote(std::string_view text)
+{
+    std::string out = "\"";
+    for (char c : text) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (static_cast<unsigned char>(c) < 0x20)
+                out += fmt::format("\\u{:04x}", static_cast<int>(c));
+            else
+                out += c;
+        }
+    }
+    return out + "\"";
+}
+
+namespace {
+
+// Left-aligned columns separated by two spaces, the header first.
+std::string render_table(const std::vector<std::vector<std::string>>& rows)
+{
+    std::vector<std::size_t> width;
+    for (const auto& row : rows)
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            if (width.size() <= i)
+                width.push_back(0);
+            width[i] = std::max(width[i], row[i].size());
+        }
+    std::string out;
+    for (const auto& row : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            line += row[i];
+            if (i + 1 < row.size())
+                line += std::string(width[i] - row[i].size() + 2, ' ');
+        }
+        out += line + "\n";
+    }
+    if (!out.empty())
+        out.pop_back();
+    return out;
+}
+
+} // namespace
+
+std::string admin_help_text()
+{
+    return "commands:\n"
+           "  help                                        this list\n"
+           "  show servers                                backends: state, health and why, sessions, weight\n"
+           "  show stat                                   counters per listener and per pool\n"
+           "  show sessions                               open sessions: client, backend, age, bytes, state\n"
+           "  set server POOL/BACKEND state ready|drain|maint\n"
+           "                                              drain: no new sessions; maint: also pause checks\n"
+           "  set server POOL/BACKEND weight N            N from 0 to 256; 0 takes no new sessions\n"
+           "  reload                                      re-read the configuration file\n"
+           "prefix a command with \"json\" for one line of JSON";
+}
+
+std::string render_servers(const StatsSnapshot& s, bool json)
+{
+    if (json) {
+        std::string out = "{\"servers\":[";
+        for (std::size_t i = 0; i < s.backends.size(); ++i) {
+            const BackendSnapshot& b = s.backends[i];
+            out += fmt::format("{}{{\"pool\":{},\"backend\":{},\"address\":{},\"backup\":{},\"state\":\"{}\","
+                               "\"health\":\"{}\",\"why\":{},\"active\":{},\"total\":{},\"failures\":{},"
+                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{}}}",
+                               i ? "," : "", json_quote(b.pool), json_quote(b.name), json_quote(b.address),
+                               b.backup, to_string(b.admin), b.up() ? "up" : "down", json_quote(b.why), b.active,
+                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out);
+        }
+        return out + "]}";
+    }
+    std::vector<std::vector<std::string>> rows{
+        {"pool", "backend", "address", "state", "health", "why", "active", "total", "failures", "weight"}};
+    for (const BackendSnapshot& b : s.backends)
+        rows.push_back({b.pool, b.name + (b.backup ? " (backup)" : ""), b.address, std::string(to_string(b.admin)),
+                        b.up() ? "up" : "down", std::string(b.why), std::to_string(b.active), std::to_string(b.total),
+                        std::to_string(b.connect_failures), std::to_string(b.weight)});
+    return render_table(rows);
+}
+
+std::string render_stat(const StatsSnapshot& s, bool json)
+{
+    if (json) {
+        std::string out = fmt::format("{{\"uptime_seconds\":{:.3f},\"generation\":{},\"reloads_ok\":{},"
+                                      "\"reloads_failed\":{},\"listeners\":[",
+                                      s.uptime_seconds, s.generation, s.reloads_ok, s.reloads_failed);
+        for (std::size_t i = 0; i < s.listeners.size(); ++i) {
+            const ListenerSnapshot& l = s.listeners[i];
+            out += fmt::format("{}{{\"name\":{},\"protocol\":\"{}\",\"address\":{},\"accepted\":{},\"rejected\":{},"
+                               "\"bytes_in\":{},\"bytes_out\":{}}}",
+                               i ? "," : "", json_quote(l.name), l.protocol, json_quote(l.address), l.totals.accepted,
+                               l.totals.rejected, l.totals.bytes_in, l.totals.bytes_out);
+        }
+        out += "],\"pools\":[";
+        for (std::size_t i = 0; i < s.pools.size(); ++i) {
+            const PoolSnapshot& p = s.pools[i];
+            out += fmt::format("{}{{\"name\":{},\"sessions\":{},\"active\":{},\"bytes_in\":{},\"bytes_out\":{},"
+                               "\"failed_connects\":{},\"retries\":{},\"rejected\":{}}}",
+                               i ? "," : "", json_quote(p.name), p.sessions, p.active, p.bytes_in, p.bytes_out,
+                               p.failed_connects, p.retries, p.rejected);
+        }
+        return out + "]}";
+    }
+    std::string out = fmt::format("uptime {:.0f}s, generation {}, reloads ok {}, reloads failed {}\n", s.uptime_seconds,
+                                  s.generation, s.reloads_ok, s.reloads_failed);
+    std::vector<std::vector<std::string>> listeners{
+        {"listener", "protocol", "address", "sessions", "bytes_in", "bytes_out", "rejected"}};
+    for (const ListenerSnapshot& l : s.listeners)
+        listeners.push_back({l.name, std::string(l.protocol), l.address, std::to_string(l.totals.accepted),
+                             std::to_string(l.totals.bytes_in), std::to_string(l.totals.bytes_out),
+                             std::to_string(l.totals.rejected)});
+    std::vector<std::vector<std::string>> pools{
+        {"pool", "sessions", "active", "bytes_in", "bytes_out", "failed_connects", "retries", "rejected"}};
+    for (const PoolSnapshot& p : s.pools)
+        pools.push_back({p.name, std::to_string(p.sessions), std::to_string(p.active), std::to_string(p.bytes_in),
+                         std::to_string(p.bytes_out), std::to_string(p.failed_connects), std::to_string(p.retries),
+                         std::to_string(p.rejected)});
+    return out + render_table(listeners) + "\n" + render_table(pools);
+}
+
+std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json)
+{
+    if (json) {
+        std::string out = "{\"sessions\":[";
+        for (std::size_t i = 0; i < sessions.size(); ++i) {
+            const SessionInfo& s = sessions[i];
+            out += fmt::format("{}{{\"worker\":{},\"listener\":{},\"client\":{},\"backend\":{},\"age_seconds\":{:.3f},"
+                               "\"bytes_in\":{},\"bytes_out\":{},\"state\":\"{}\"}}",
+                               i ? "," : "", s.worker, json_quote(s.listener), json_quote(s.client),
+                               json_quote(s.backend), s.age_seconds, s.bytes_in, s.bytes_out, s.state);
+        }
+        return out + "]}";
+    }
+    std::vector<std::vector<std::string>> rows{
+        {"worker", "listener", "client", "backend", "age", "bytes_in", "bytes_out", "state"}};
+    for (const SessionInfo& s : sessions)
+        rows.push_back({std::to_string(s.worker), s.listener, s.client, s.backend, fmt::format("{:.1f}s", s.age_seconds),
+                        std::to_string(s.bytes_in), std::to_string(s.bytes_out), s.state});
+    return render_table(rows);
+}
+
+// ---- the server -----------------------------------------------------------------
+
+struct AdminServer::Connection {
+    Connection(AdminServer& server, std::uint64_t id, UniqueFd fd, bool http)
+        : server(server), id(id), fd(std::move(fd)), http(http)
+    {
+        io.bind<Connection, &Connection::on_event>(server.loop_, this, this->fd.get());
+        io.set_events(EV_READ);
+    }
+    void on_event(int revents) { server.on_connection_event(*this, revents); }
+
+    AdminServer& server;
+    std::uint64_t id;
+    UniqueFd fd;
+    bool http;
+    IoWatcher io;
+    std::string in;
+    std::string out;
+    bool busy = false;          // a reply is being gathered; later lines wait
+    bool discarding = false;    // skipping the rest of an over-long line
+    bool peer_closed = false;   // EOF read: close once the replies are out
+    bool close_after_write = false;
+};
+
+AdminServer::AdminServer(BackendTable& table, const ProcessStats& process, ReloadRequest reload)
+    : table_(table), process_(process), reload_(std::move(reload))
+{
+}
+
+AdminServer::~AdminServer() { stop(); }
+
+namespace {
+
+// A stale socket file (left by a process that died) is replaced; one that a
+// live process answers on is not.
+bool take_socket_path(const std::string& path, std::string* error)
+{
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0)
+        return true;
+    if (!S_ISSOCK(st.st_mode)) {
+        *error = fmt::format("admin socket {}: the path exists and is not a socket", path);
+        return false;
+    }
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+        *error = fmt::format("admin socket {} is in use by a running process", path);
+        return false;
+    }
+    ::unlink(path.c_str());
+    return true;
+}
+
+} // namespace
+
+bool AdminServer::open(const AdminConfig& config, std::string* error)
+{
+    if (!config.socket.empty()) {
+        const std::string& path = config.socket;
+        if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+            *error = fmt::format("admin socket path {} is too long", path);
+            return false;
+        }
+        if (!take_socket_path(path, error))
+            return false;
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        sockaddr_un address{};
+        address.sun_family = AF_UNIX;
+        std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+        if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0
+            || ::chmod(path.c_str(), 0660) != 0 || ::listen(fd.get(), 16) != 0) {
+            *error = fmt::format("admin socket {}: {}", path, std::strerror(errno));
+            return false;
+        }
+        admin_fd_ = std::move(fd);
+        socket_path_ = path;
+        log::info("admin socket on {}", path);
+    }
+    if (config.metrics) {
+        ListenOptions options;
+        options.reuse_port = false;
+        options.backlog = 64;
+        Result<UniqueFd> fd = open_tcp_listener(*config.metrics, options);
+        if (!fd) {
+            *error = fmt::format("metrics: cannot listen on {}: {}", config.metrics->to_string(), describe(fd.error()));
+            return false;
+        }
+        metrics_fd_ = std::move(fd.value());
+        log::info("metrics at http://{}/metrics", local_address(metrics_fd_.get()).to_string());
+    }
+    return true;
+}
+
+void AdminServer::start(std::shared_ptr<const Runtime> runtime, std::vector<Worker*> workers)
+{
+    runtime_ = std::move(runtime);
+    workers_ = std::move(workers);
+    if (!admin_fd_ && !metrics_fd_)
+        return;
+    if (admin_fd_) {
+        admin_io_.bind<AdminServer, &AdminServer::on_admin_accept>(loop_, this, admin_fd_.get());
+        admin_io_.set_events(EV_READ);
+    }
+    if (metrics_fd_) {
+        metrics_io_.bind<AdminServer, &AdminServer::on_metrics_accept>(loop_, this, metrics_fd_.get());
+        metrics_io_.set_events(EV_READ);
+    }
+    thread_ = std::thread([this] { loop_.run(); });
+}
+
+void AdminServer::update(std::shared_ptr<const Runtime> runtime)
+{
+    if (!thread_.joinable()) {
+        runtime_ = std::move(runtime);
+        return;
+    }
+    loop_.post([this, runtime = std::move(runtime)]() mutable { runtime_ = std::move(runtime); });
+}
+
+void AdminServer::stop()
+{
+    if (thread_.joinable()) {
+        loop_.post([this] {
+            admin_io_.stop();
+            metrics_io_.stop();
+            connections_.clear();
+            loop_.break_loop();
+        });
+        thread_.join();
+    }
+    admin_fd_.reset();
+    metrics_fd_.reset();
+    if (!socket_path_.empty()) {
+        ::unlink(socket_path_.c_str());
+        socket_path_.clear();
+    }
+}
+
+void AdminServer::on_admin_accept(int) { accept_from(admin_fd_.get(), false); }
+void AdminServer::on_metrics_accept(int) { accept_from(metrics_fd_.get(), true); }
+
+void AdminServer::accept_from(int listen_fd, bool http)
+{
+    for (int i = 0; i < 16; ++i) {
+        Result<UniqueFd> accepted = accept_connection(listen_fd, nullptr);
+        if (!accepted)
+            return;  // EAGAIN, or a client gone already; EMFILE waits for the next wake-up
+        if (connections_.size() >= kMaxConnections)
+            continue;  // closing it refuses the client
+        std::uint64_t id = next_id_++;
+        connections_.emplace(id, std::make_unique<Connection>(*this, id, std::move(accepted.value()), http));
+    }
+}
+
+void AdminServer::on_connection_event(Connection& c, int revents)
+{
+    if (revents & EV_READ) {
+        char buffer[4096];
+        while (true) {
+            IoResult r = read_some(c.fd.get(), buffer, sizeof(buffer));
+            if (r.would_block())
+                break;
+            if (r.error == SysError::Interrupted)
+                continue;
+            if (!r.ok() || r.bytes == 0) {
+                c.peer_closed = true;
+                break;
+            }
+            c.in.append(buffer, static_cast<std::size_t>(r.bytes));
+            if (c.in.size() > kMaxHttpRequest)
+                break;  // parse what we have before reading more
+        }
+        if (c.http)
+            process_http(c);
+        else
+            process_input(c);
+        if (!connections_.count(c.id))
+            return;
+    }
+    flush(c);
+}
+
+void AdminServer::process_input(Connection& c)
+{
+    while (!c.busy) {
+        std::size_t newline = c.in.find('\n');
+        if (c.discarding) {
+            if (newline == std::string::npos) {
+                c.in.clear();
+                return;
+            }
+            c.in.erase(0, newline + 1);
+            c.discarding = false;
+            continue;
+        }
+        if (newline == std::string::npos) {
+            if (c.in.size() > kMaxLine) {
+                c.in.clear();
+                c.discarding = true;
+                reply(c, fmt::format("error: line too long (limit {} bytes)", kMaxLine));
+            }
+            return;
+        }
+        std::string line = c.in.substr(0, newline);
+        c.in.erase(0, newline + 1);
+        if (line.size() > kMaxLine) {
+            reply(c, fmt::format("error: line too long (limit {} bytes)", kMaxLine));
+            continue;
+        }
+        if (line.find_first_not_of(" \t\r") == std::string::npos)
+            continue;  // blank lines are ignored
+        AdminParseResult parsed = parse_admin_command(line);
+        if (!parsed.command) {
+            reply(c, "error: " + parsed.error);
+            continue;
+        }
+        execute(c, *parsed.command);
+    }
+}
+
+StatsSnapshot AdminServer::snapshot() const { return take_snapshot(*runtime_, table_, process_, monotonic_ms()); }
+
+void AdminServer::execute(Connection& c, const AdminCommand& command)
+{
+    switch (command.kind) {
+    case AdminCommand::Kind::Help:
+        reply(c, admin_help_text());
+        return;
+    case AdminCommand::Kind::ShowServers:
+        reply(c, render_servers(snapshot(), command.json));
+        return;
+    case AdminCommand::Kind::ShowStat:
+        reply(c, render_stat(snapshot(), command.json));
+        return;
+    case AdminCommand::Kind::SetState:
+    case AdminCommand::Kind::SetWeight: {
+        std::string result = set_server(command);
+        bool failed = result.rfind("error:", 0) == 0;
+        if (command.json)
+            result = fmt::format("{{\"ok\":{},\"message\":{}}}", !failed, json_quote(result));
+        reply(c, result);
+        return;
+    }
+    case AdminCommand::Kind::ShowSessions: {
+        // Workers own their sessions: ask each, on its own thread, and answer
+        // when the last one has replied.
+        struct Gather {
+            std::size_t remaining;
+            std::vector<SessionInfo> sessions;
+        };
+        c.busy = true;
+        auto gather = std::make_shared<Gather>(Gather{workers_.size(), {}});
+        const std::uint64_t id = c.id;
+        const bool json = command.json;
+        if (workers_.empty()) {
+            c.busy = false;
+            reply(c, render_sessions({}, json));
+            return;
+        }
+        for (Worker* worker : workers_) {
+            worker->loop().post([this, worker, gather, id, json] {
+                std::vector<SessionInfo> rows = worker->describe_sessions();
+                loop_.post([this, gather, rows = std::move(rows), id, json]() mutable {
+                    std::move(rows.begin(), rows.end(), std::back_inserter(gather->sessions));
+                    if (--gather->remaining == 0) {
+                        std::sort(gather->sessions.begin(), gather->sessions.end(),
+                                  [](const SessionInfo& a, const SessionInfo& b) { return a.age_seconds > b.age_seconds; });
+                        reply_to(id, render_sessions(gather->sessions, json));
+                    }
+                });
+            });
+        }
+        return;
+    }
+    case AdminCommand::Kind::Reload: {
+        c.busy = true;
+        const std::uint64_t id = c.id;
+        const bool json = command.json;
+        reload_([this, id, json](ReloadOutcome outcome) {
+            loop_.post([this, id, json, outcome = std::move(outcome)] {
+                std::string body;
+                if (json) {
+                    std::string errors;
+                    for (const auto& e : outcome.errors)
+                        errors += (errors.empty() ? "" : ",") + json_quote(e);
+                    body = fmt::format("{{\"ok\":{},\"generation\":{},\"errors\":[{}]}}", outcome.ok,
+                                       outcome.generation, errors);
+                } else if (outcome.ok) {
+                    body = fmt::format("reload ok (generation {})", outcome.generation);
+                } else {
+                    body = fmt::format("error: reload failed, the running configuration stays (generation {})",
+                                       outcome.generation);
+                    for (const auto& e : outcome.errors)
+                        body += "\n" + e;
+                }
+                reply_to(id, std::move(body));
+            });
+        });
+        return;
+    }
+    }
+}
+
+std::string AdminServer::set_server(const AdminCommand& command)
+{
+    const PoolRuntime* pool = runtime_->find_pool(command.pool);
+    if (!pool)
+        return fmt::format(R"(error: no pool "{}")", command.pool);
+    std::optional<SocketAddress> as_address = SocketAddress::parse(command.backend);
+    for (std::size_t i = 0; i < pool->backend_ids.size(); ++i) {
+        const BackendConfig& backend = pool->config->backends[i];
+        if (backend.name != command.backend && !(as_address && backend.address == *as_address))
+            continue;
+        BackendId id = pool->backend_ids[i];
+        std::string label = pool->label(id);
+        if (command.kind == AdminCommand::Kind::SetState) {
+            AdminState before = table_.slot(id).admin.load(std::memory_order_acquire);
+            table_.set_admin(id, command.state);
+            if (before != command.state)
+                log::info("{} admin state {} -> {} (admin socket)", label, to_string(before), to_string(command.state));
+            return fmt::format("{} state {}", label, to_string(command.state));
+        }
+        std::uint16_t before = table_.weight(id);
+        table_.set_weight(id, static_cast<std::uint16_t>(command.weight));
+        if (before != command.weight)
+            log::info("{} weight {} -> {} (admin socket)", label, before, command.weight);
+        return fmt::format("{} weight {}", label, command.weight);
+    }
+    return fmt::format(R"(error: pool "{}" has no backend "{}")", command.pool, command.backend);
+}
+
+void AdminServer::reply(Connection& c, std::string body)
+{
+    c.out += body;
+    c.out += "\n\n";
+}
+
+void AdminServer::reply_to(std::uint64_t id, std::string body)
+{
+    auto it = connections_.find(id);
+    if (it == connections_.end())
+        return;  // the client left before its answer was ready
+    Connection& c = *it->second;
+    c.busy = false;
+    reply(c, std::move(body));
+    process_input(c);  // lines that arrived meanwhile
+    flush(c);
+}
+
+void AdminServer::flush(Connection& c)
+{
+    while (!c.out.empty()) {
+        IoResult w = write_some(c.fd.get(), c.out.data(), c.out.size());
+        if (w.would_block())
+            break;
+        if (w.error == SysError::Interrupted)
+            continue;
+        if (!w.ok()) {
+            close_connection(c);
+            return;
+        }
+        c.out.erase(0, static_cast<std::size_t>(w.bytes));
+    }
+    if (c.out.empty() && (c.close_after_write || (c.peer_closed && !c.busy))) {
+        close_connection(c);
+        return;
+    }
+    c.io.set_events((c.peer_closed || c.close_after_write ? 0 : EV_READ) | (c.out.empty() ? 0 : EV_WRITE));
+}
+
+void AdminServer::close_connection(Connection& c) { connections_.erase(c.id); }
+
+void AdminServer::process_http(Connection& c)
+{
+    if (c.close_after_write)
+        return;
+    std::size_t end = c.in.find("\r\n\r\n");
+    if (end == std::string::npos)
+        end = c.in.find("\n\n");
+    if (end == std::string::npos && c.in.size() <= kMaxHttpRequest && !c.peer_closed)
+        return;  // the headers are not complete yet
+    c.close_after_write = true;
+    auto respond = [&c](std::string_view status, std::string_view type, const std::string& body) {
+        c.out = fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                            status, type, body.size(), body);
+    };
+    std::string_view request(c.in);
+    std::string_view first_line = request.substr(0, request.find_first_of("\r\n"));
+    std::vector<std::string_view> words = split_words(first_line);
+    if (end == std::string::npos || words.size() != 3 || words[2].rfind("HTTP/1.", 0) != 0) {
+        respond("400 Bad Request", "text/plain", "bad request\n");
+        return;
+    }
+    if (words[0] != "GET") {
+        respond("405 Method Not Allowed", "text/plain", "only GET\n");
+        return;
+    }
+    std::string_view path = words[1].substr(0, words[1].find('?'));
+    if (path != "/metrics") {
+        respond("404 Not Found", "text/plain", "try /metrics\n");
+        return;
+    }
+    respond("200 OK", "text/plain; version=0.0.4; charset=utf-8", format_prometheus(snapshot()));
+}
+
+} // namespace sluice

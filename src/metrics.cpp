@@ -1,0 +1,205 @@
+#include "sluice/metrics.h"
+
+#include <fmt/format.h>
+
+#include <array>
+
+namespace sluice {
+
+StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, const ProcessStats& process,
+                            std::int64_t now_ms)
+{
+    constexpr auto relaxed = std::memory_order_relaxed;
+    StatsSnapshot snap;
+    snap.uptime_seconds = static_cast<double>(now_ms - process.started_ms) / 1000.0;
+    snap.generation = process.generation.load(relaxed);
+    snap.reloads_ok = process.reloads_ok.load(relaxed);
+    snap.reloads_failed = process.reloads_failed.load(relaxed);
+
+    for (std::size_t i = 0; i < runtime.config.listeners.size(); ++i) {
+        const ListenerConfig& config = runtime.config.listeners[i];
+        ListenerSnapshot listener;
+        listener.name = config.name;
+        listener.protocol = to_string(config.protocol);
+        const ListenerRuntime* extra = i < runtime.listeners.size() ? &runtime.listeners[i] : nullptr;
+        listener.address = extra && !extra->bound.empty() ? extra->bound.to_string() : config.listen.to_string();
+        if (extra && extra->counters)
+            listener.totals = extra->counters->total();
+        snap.listeners.push_back(std::move(listener));
+    }
+
+    for (const PoolRuntime& pool : runtime.pools) {
+        PoolSnapshot pool_snap;
+        pool_snap.name = pool.config->name;
+        if (pool.stats) {
+            pool_snap.failed_connects = pool.stats->failed_connects.load(relaxed);
+            pool_snap.retries = pool.stats->retries.load(relaxed);
+            pool_snap.rejected = pool.stats->rejected.load(relaxed);
+        }
+        for (std::size_t b = 0; b < pool.backend_ids.size(); ++b) {
+            const BackendConfig& config = pool.config->backends[b];
+            const BackendSlot& slot = table.slot(pool.backend_ids[b]);
+            BackendSnapshot backend;
+            backend.pool = pool.config->name;
+            backend.name = config.name;
+            backend.address = config.address.to_string();
+            backend.backup = config.backup;
+            backend.admin = slot.admin.load(relaxed);
+            backend.health = slot.health.load(relaxed);
+            backend.passive_down = now_ms < slot.passive_down_until_ms.load(relaxed);
+            if (backend.health == Health::Down)
+                backend.why = to_string(slot.health_reason.load(relaxed));
+            else if (backend.passive_down)
+                backend.why = to_string(HealthReason::PassiveFailures);
+            backend.weight = slot.weight.load(relaxed);
+            backend.active = slot.active.load(relaxed);
+            backend.total = slot.total.load(relaxed);
+            backend.connect_failures = slot.connect_failures.load(relaxed);
+            backend.bytes_in = slot.bytes_to_backend.load(relaxed);
+            backend.bytes_out = slot.bytes_from_backend.load(relaxed);
+            pool_snap.sessions += backend.total;
+            pool_snap.active += backend.active;
+            pool_snap.bytes_in += backend.bytes_in;
+            pool_snap.bytes_out += backend.bytes_out;
+            snap.backends.push_back(std::move(backend));
+        }
+        snap.pools.push_back(std::move(pool_snap));
+    }
+    return snap;
+}
+
+std::string escape_label(std::string_view value)
+{
+    std::string out;
+    out.reserve(value.size());
+    for (char c : value) {
+        switch (c) {
+        case '\\': out += "\\\\"; break;
+        case '"': out += "\\\""; break;
+        case '\n': out += "\\n"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+namespace {
+
+// Writes one metric family: its HELP and TYPE lines, then the samples.
+class Exposition {
+public:
+    void family(std::string_view name, std::string_view type, std::string_view help)
+    {
+        fmt::format_to(std::back_inserter(text_), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    }
+    template <typename Value>
+    void sample(std::string_view name, std::string_view labels, Value value)
+    {
+        if (labels.empty())
+            fmt::format_to(std::back_inserter(text_), "{} {}\n", name, value);
+        else
+            fmt::format_to(std::back_inserter(text_), "{}{{{}}} {}\n", name, labels, value);
+    }
+    std::string take() { return std::move(text_); }
+
+private:
+    std::string text_;
+};
+
+std::string backend_labels(const BackendSnapshot& b)
+{
+    return fmt::format("pool=\"{}\",backend=\"{}\",address=\"{}\"", escape_label(b.pool), escape_label(b.name),
+                       escape_label(b.address));
+}
+
+} // namespace
+
+std::string format_prometheus(const StatsSnapshot& s)
+{
+    Exposition out;
+    out.family("sluice_uptime_seconds", "gauge", "Seconds since sluice started.");
+    out.sample("sluice_uptime_seconds", "", fmt::format("{:.3f}", s.uptime_seconds));
+    out.family("sluice_config_generation", "gauge", "Generation of the running configuration (1 at start, +1 per reload).");
+    out.sample("sluice_config_generation", "", s.generation);
+    out.family("sluice_reloads_total", "counter", "Configuration reloads, by result.");
+    out.sample("sluice_reloads_total", "result=\"ok\"", s.reloads_ok);
+    out.sample("sluice_reloads_total", "result=\"failed\"", s.reloads_failed);
+
+    struct ListenerMetric {
+        const char* name;
+        const char* help;
+        std::uint64_t ListenerTotals::*field;
+    };
+    constexpr std::array<ListenerMetric, 5> listener_metrics{{
+        {"sluice_listener_accepted_total", "Client connections accepted.", &ListenerTotals::accepted},
+        {"sluice_listener_rejected_total", "Client connections refused (max_connections, descriptor limit).",
+         &ListenerTotals::rejected},
+        {"sluice_listener_bytes_in_total", "Bytes from clients to backends (TCP: counted when a session ends; UDP: per datagram).",
+         &ListenerTotals::bytes_in},
+        {"sluice_listener_bytes_out_total", "Bytes from backends to clients (TCP: counted when a session ends; UDP: per datagram).",
+         &ListenerTotals::bytes_out},
+        {"sluice_listener_dropped_total", "UDP datagrams dropped (no usable backend, flow cap, full buffers, truncated).",
+         &ListenerTotals::dropped},
+    }};
+    for (const ListenerMetric& m : listener_metrics) {
+        out.family(m.name, "counter", m.help);
+        for (const ListenerSnapshot& l : s.listeners)
+            out.sample(m.name, fmt::format("listener=\"{}\",protocol=\"{}\"", escape_label(l.name), l.protocol),
+                       l.totals.*m.field);
+    }
+
+    struct PoolMetric {
+        const char* name;
+        const char* help;
+        std::uint64_t PoolSnapshot::*field;
+    };
+    constexpr std::array<PoolMetric, 3> pool_metrics{{
+        {"sluice_pool_connect_failures_total", "Backend connects that failed, each attempt.",
+         &PoolSnapshot::failed_connects},
+        {"sluice_pool_retries_total", "Connects retried on another backend after a failure.", &PoolSnapshot::retries},
+        {"sluice_pool_rejected_total", "Clients closed because no backend was usable or every retry failed.",
+         &PoolSnapshot::rejected},
+    }};
+    for (const PoolMetric& m : pool_metrics) {
+        out.family(m.name, "counter", m.help);
+        for (const PoolSnapshot& p : s.pools)
+            out.sample(m.name, fmt::format("pool=\"{}\"", escape_label(p.name)), p.*m.field);
+    }
+
+    out.family("sluice_backend_up", "gauge", "1 when the backend is healthy (active and passive checks), else 0.");
+    for (const BackendSnapshot& b : s.backends)
+        out.sample("sluice_backend_up", backend_labels(b), b.up() ? 1 : 0);
+    out.family("sluice_backend_state", "gauge", "Admin state: 1 for the current state, 0 for the others.");
+    for (const BackendSnapshot& b : s.backends)
+        for (AdminState state : {AdminState::Ready, AdminState::Drain, AdminState::Maint})
+            out.sample("sluice_backend_state", fmt::format("{},state=\"{}\"", backend_labels(b), to_string(state)),
+                       b.admin == state ? 1 : 0);
+    out.family("sluice_backend_weight", "gauge", "Current weight.");
+    for (const BackendSnapshot& b : s.backends)
+        out.sample("sluice_backend_weight", backend_labels(b), b.weight);
+    out.family("sluice_backend_active_sessions", "gauge", "Sessions open to the backend now.");
+    for (const BackendSnapshot& b : s.backends)
+        out.sample("sluice_backend_active_sessions", backend_labels(b), b.active);
+
+    struct BackendMetric {
+        const char* name;
+        const char* help;
+        std::uint64_t BackendSnapshot::*field;
+    };
+    constexpr std::array<BackendMetric, 4> backend_metrics{{
+        {"sluice_backend_sessions_total", "Sessions sent to the backend (connect attempts included).",
+         &BackendSnapshot::total},
+        {"sluice_backend_connect_failures_total", "Connects to the backend that failed.",
+         &BackendSnapshot::connect_failures},
+        {"sluice_backend_bytes_in_total", "Bytes sent to the backend.", &BackendSnapshot::bytes_in},
+        {"sluice_backend_bytes_out_total", "Bytes received from the backend.", &BackendSnapshot::bytes_out},
+    }};
+    for (const BackendMetric& m : backend_metrics) {
+        out.family(m.name, "counter", m.help);
+        for (const BackendSnapshot& b : s.backends)
+            out.sample(m.name, backend_labels(b), b.*m.field);
+    }
+    return out.take();
+}
+
+} // namespace sluice

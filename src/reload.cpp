@@ -1,0 +1,79 @@
+#include "sluice/reload.h"
+
+#include <algorithm>
+
+namespace sluice {
+
+bool same_listener(const ListenerConfig& current, const ListenerConfig& next) noexcept
+{
+    if (current.protocol != next.protocol || !(current.listen == next.listen))
+        return false;
+    // Port 0 means "any port": two such listeners on one address are told
+    // apart by name.
+    return next.listen.port() != 0 || current.name == next.name;
+}
+
+std::vector<std::optional<std::size_t>> match_listeners(const Config& current, const Config& next)
+{
+    std::vector<std::optional<std::size_t>> kept(next.listeners.size());
+    std::vector<bool> taken(current.listeners.size(), false);
+    for (std::size_t n = 0; n < next.listeners.size(); ++n) {
+        for (std::size_t c = 0; c < current.listeners.size(); ++c) {
+            if (!taken[c] && same_listener(current.listeners[c], next.listeners[n])) {
+                taken[c] = true;
+                kept[n] = c;
+                break;
+            }
+        }
+    }
+    return kept;
+}
+
+std::vector<BackendId> removed_backends(const Runtime& previous, const Runtime& next)
+{
+    std::vector<BackendId> still_used;
+    for (const PoolRuntime& pool : next.pools)
+        still_used.insert(still_used.end(), pool.backend_ids.begin(), pool.backend_ids.end());
+    std::vector<BackendId> removed;
+    for (const PoolRuntime& pool : previous.pools)
+        for (BackendId id : pool.backend_ids)
+            if (std::find(still_used.begin(), still_used.end(), id) == still_used.end())
+                removed.push_back(id);
+    return removed;
+}
+
+bool attach_operations(Runtime& next, const Runtime* previous, unsigned workers, std::vector<std::string>* errors)
+{
+    bool ok = true;
+    std::vector<std::optional<std::size_t>> kept;
+    if (previous)
+        kept = match_listeners(previous->config, next.config);
+    next.listeners = std::vector<ListenerRuntime>(next.config.listeners.size());
+    for (std::size_t i = 0; i < next.config.listeners.size(); ++i) {
+        const ListenerConfig& config = next.config.listeners[i];
+        ListenerRuntime& listener = next.listeners[i];
+        if (previous && kept[i] && *kept[i] < previous->listeners.size()) {
+            const ListenerRuntime& before = previous->listeners[*kept[i]];
+            listener.counters = before.counters;
+            listener.bound = before.bound;
+        }
+        if (!listener.counters)
+            listener.counters = std::make_shared<ListenerCounters>(workers);
+        if (!config.access_log.empty()) {
+            std::string error;
+            listener.access_log = AccessLogFile::open(config.access_log, &error);
+            if (!listener.access_log) {
+                ok = false;
+                if (errors)
+                    errors->push_back("listener " + config.name + ": " + error);
+            }
+        }
+    }
+    for (PoolRuntime& pool : next.pools) {
+        const PoolRuntime* before = previous ? previous->find_pool(pool.config->name) : nullptr;
+        pool.stats = before && before->stats ? before->stats : std::make_shared<PoolStats>();
+    }
+    return ok;
+}
+
+} // namespace sluice

@@ -1,0 +1,124 @@
+// sluicectl [-s SOCKET] [--json] COMMAND...: one admin command, its reply on
+// stdout. Exit 0 on success, 1 when sluice answered "error: ...", 2 for a usage
+// error or when the socket cannot be reached (the message names the path).
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+constexpr const char* kDefaultSocket = "/run/sluice/admin.sock";
+
+void usage(std::FILE* out)
+{
+    std::fprintf(out,
+                 "usage: sluicectl [-s SOCKET] [--json] COMMAND...\n"
+                 "\n"
+                 "  -s, --socket SOCKET  the admin socket (default %s)\n"
+                 "  --json               ask for one line of JSON\n"
+                 "  -h, --help           this help\n"
+                 "\n"
+                 "commands: help | show servers | show stat | show sessions | reload\n"
+                 "          set server POOL/BACKEND state ready|drain|maint\n"
+                 "          set server POOL/BACKEND weight N\n"
+                 "exit status: 0 ok, 1 sluice answered with an error, 2 usage or connection error\n",
+                 kDefaultSocket);
+}
+
+bool write_all(int fd, const std::string& text)
+{
+    std::size_t off = 0;
+    while (off < text.size()) {
+        ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        off += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    std::string socket_path = kDefaultSocket;
+    bool json = false;
+    std::vector<std::string> words;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (words.empty() && (arg == "-s" || arg == "--socket")) {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "sluicectl: %s needs a socket path\n", arg.c_str());
+                return 2;
+            }
+            socket_path = argv[++i];
+        } else if (words.empty() && arg.rfind("--socket=", 0) == 0) {
+            socket_path = arg.substr(9);
+        } else if (words.empty() && arg == "--json") {
+            json = true;
+        } else if (words.empty() && (arg == "-h" || arg == "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (words.empty() && arg.size() > 1 && arg[0] == '-') {
+            std::fprintf(stderr, "sluicectl: unknown option '%s'\n", arg.c_str());
+            usage(stderr);
+            return 2;
+        } else {
+            words.push_back(arg);
+        }
+    }
+    if (words.empty()) {
+        usage(stderr);
+        return 2;
+    }
+    std::string line = json ? "json" : "";
+    for (const auto& w : words) {
+        if (w.find('\n') != std::string::npos) {
+            std::fprintf(stderr, "sluicectl: a command cannot contain a newline\n");
+            return 2;
+        }
+        line += (line.empty() ? "" : " ") + w;
+    }
+
+    sockaddr_un address{};
+    if (socket_path.size() >= sizeof(address.sun_path)) {
+        std::fprintf(stderr, "sluicectl: socket path %s is too long\n", socket_path.c_str());
+        return 2;
+    }
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+        std::fprintf(stderr, "sluicectl: cannot connect to %s: %s (is sluice running with [admin] socket set?)\n",
+                     socket_path.c_str(), std::strerror(errno));
+        return 2;
+    }
+    if (!write_all(fd, line + "\n")) {
+        std::fprintf(stderr, "sluicectl: cannot send to %s: %s\n", socket_path.c_str(), std::strerror(errno));
+        return 2;
+    }
+    // The reply ends with an empty line.
+    std::string reply;
+    char buffer[65536];
+    while (reply.size() < 2 || reply.compare(reply.size() - 2, 2, "\n\n") != 0) {
+        ssize_t n = ::read(fd, buffer, sizeof(buffer));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            std::fprintf(stderr, "sluicectl: %s closed the connection before the reply ended\n", socket_path.c_str());
+            return 2;
+        }
+        reply.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    reply.pop_back();  // the terminating empty line
+    std::fwrite(reply.data(), 1, reply.size(), stdout);
+    return reply.rfind("error:", 0) == 0 ? 1 : 0;
+}

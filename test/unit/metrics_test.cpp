@@ -1,0 +1,79 @@
+#include "sluice/metrics.h"
+
+#include <catch2/catch.hpp>
+
+using namespace sluice;
+
+TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
+{
+    StatsSnapshot snap;
+    snap.uptime_seconds = 12.5;
+    snap.generation = 3;
+    snap.reloads_ok = 2;
+    snap.reloads_failed = 1;
+    ListenerSnapshot listener;
+    listener.name = "front";
+    listener.protocol = "tcp";
+    listener.totals.accepted = 7;
+    listener.totals.bytes_in = 100;
+    snap.listeners.push_back(listener);
+    PoolSnapshot pool;
+    pool.name = "p";
+    pool.retries = 4;
+    snap.pools.push_back(pool);
+    BackendSnapshot a;
+    a.pool = "p";
+    a.name = "a";
+    a.address = "10.0.0.1:80";
+    a.admin = AdminState::Drain;
+    a.active = 1;
+    a.total = 9;
+    BackendSnapshot b = a;
+    b.name = "b";
+    b.passive_down = true;
+    snap.backends = {a, b};
+
+    const std::string text = format_prometheus(snap);
+    CHECK(text.rfind("# HELP sluice_uptime_seconds Seconds since sluice started.\n"
+                     "# TYPE sluice_uptime_seconds gauge\n"
+                     "sluice_uptime_seconds 12.500\n"
+                     "# HELP sluice_config_generation ",
+                     0)
+          == 0);
+    CHECK(text.find("\nsluice_config_generation 3\n") != std::string::npos);
+    CHECK(text.find("\nsluice_reloads_total{result=\"ok\"} 2\nsluice_reloads_total{result=\"failed\"} 1\n")
+          != std::string::npos);
+    CHECK(text.find("\nsluice_listener_accepted_total{listener=\"front\",protocol=\"tcp\"} 7\n") != std::string::npos);
+    CHECK(text.find("\nsluice_listener_bytes_in_total{listener=\"front\",protocol=\"tcp\"} 100\n") != std::string::npos);
+    CHECK(text.find("\nsluice_pool_retries_total{pool=\"p\"} 4\n") != std::string::npos);
+    CHECK(text.find("\nsluice_backend_up{pool=\"p\",backend=\"a\",address=\"10.0.0.1:80\"} 1\n"
+                    "sluice_backend_up{pool=\"p\",backend=\"b\",address=\"10.0.0.1:80\"} 0\n")
+          != std::string::npos);
+    CHECK(text.find("\nsluice_backend_state{pool=\"p\",backend=\"a\",address=\"10.0.0.1:80\",state=\"ready\"} 0\n"
+                    "sluice_backend_state{pool=\"p\",backend=\"a\",address=\"10.0.0.1:80\",state=\"drain\"} 1\n"
+                    "sluice_backend_state{pool=\"p\",backend=\"a\",address=\"10.0.0.1:80\",state=\"maint\"} 0\n")
+          != std::string::npos);
+    CHECK(text.find("\nsluice_backend_sessions_total{pool=\"p\",backend=\"a\",address=\"10.0.0.1:80\"} 9\n")
+          != std::string::npos);
+
+    // Every family: exactly one HELP and one TYPE, and its samples follow them.
+    std::size_t helps = 0, types = 0, at = 0;
+    while ((at = text.find("# HELP ", at)) != std::string::npos) {
+        ++helps;
+        std::string name = text.substr(at + 7, text.find(' ', at + 7) - at - 7);
+        CHECK(text.find("# HELP " + name + " ", at + 1) == std::string::npos);
+        std::size_t type = text.find("\n# TYPE " + name + " ", at);
+        CHECK(type == text.find('\n', at));
+        ++at;
+    }
+    for (at = 0; (at = text.find("# TYPE ", at)) != std::string::npos; ++at)
+        ++types;
+    CHECK(helps == 19);
+    CHECK(types == 19);
+    CHECK(text.back() == '\n');
+}
+
+TEST_CASE("prometheus label values escape backslash, quote and newline")
+{
+    CHECK(escape_label("a\\b\"c\nd") == "a\\\\b\\\"c\\nd");
+}

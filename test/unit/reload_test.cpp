@@ -1,0 +1,111 @@
+#include "sluice/reload.h"
+
+#include <catch2/catch.hpp>
+
+using namespace sluice;
+
+namespace {
+
+ListenerConfig listener(std::string name, std::string_view address, Protocol protocol = Protocol::Tcp)
+{
+    ListenerConfig l;
+    l.name = std::move(name);
+    l.listen = *SocketAddress::parse(address);
+    l.protocol = protocol;
+    l.pool = "p";
+    return l;
+}
+
+} // namespace
+
+TEST_CASE("a reload keeps a listener with the same protocol and address, whatever its other settings")
+{
+    Config current, next;
+    current.listeners = {listener("a", "127.0.0.1:5432"), listener("b", "127.0.0.1:6379"),
+                         listener("u", "127.0.0.1:53", Protocol::Udp)};
+    next.listeners = {listener("renamed", "127.0.0.1:6379"), listener("new", "127.0.0.1:7000"),
+                      listener("t", "127.0.0.1:53", Protocol::Tcp), listener("u", "127.0.0.1:53", Protocol::Udp)};
+    auto kept = match_listeners(current, next);
+    REQUIRE(kept.size() == 4);
+    CHECK(kept[0] == std::optional<std::size_t>(1));
+    CHECK_FALSE(kept[1]);
+    CHECK_FALSE(kept[2]);  // tcp and udp on one address are different listeners
+    CHECK(kept[3] == std::optional<std::size_t>(2));
+}
+
+TEST_CASE("port-0 listeners on one address are told apart by name, each kept once")
+{
+    Config current, next;
+    current.listeners = {listener("x", "127.0.0.1:0"), listener("y", "127.0.0.1:0")};
+    next.listeners = {listener("y", "127.0.0.1:0"), listener("z", "127.0.0.1:0"), listener("x", "127.0.0.1:0")};
+    auto kept = match_listeners(current, next);
+    CHECK(kept[0] == std::optional<std::size_t>(1));
+    CHECK_FALSE(kept[1]);
+    CHECK(kept[2] == std::optional<std::size_t>(0));
+}
+
+TEST_CASE("removed_backends lists the slots the new generation no longer uses")
+{
+    BackendTable table;
+    auto config_with = [](std::vector<std::string> addresses) {
+        Config c;
+        PoolConfig pool;
+        pool.name = "p";
+        for (auto& a : addresses) {
+            BackendConfig b;
+            b.address = *SocketAddress::parse(a);
+            b.name = a;
+            pool.backends.push_back(b);
+        }
+        c.pools.push_back(pool);
+        return c;
+    };
+    std::string error;
+    auto first = build_runtime(config_with({"10.0.0.1:1", "10.0.0.2:1"}), table, nullptr, &error);
+    auto second = build_runtime(config_with({"10.0.0.2:1", "10.0.0.3:1"}), table, first.get(), &error);
+    REQUIRE(first);
+    REQUIRE(second);
+    CHECK(removed_backends(*first, *second) == std::vector<BackendId>{first->pools[0].backend_ids[0]});
+    CHECK(removed_backends(*second, *first) == std::vector<BackendId>{second->pools[0].backend_ids[1]});
+}
+
+TEST_CASE("attach_operations carries listener and pool counters to the next generation")
+{
+    BackendTable table;
+    Config c1;
+    c1.listeners = {listener("front", "127.0.0.1:5432")};
+    PoolConfig pool;
+    pool.name = "p";
+    BackendConfig b;
+    b.address = *SocketAddress::parse("10.0.0.1:1");
+    b.name = "b";
+    pool.backends.push_back(b);
+    c1.pools.push_back(pool);
+    Config c2 = c1;
+    c2.listeners.push_back(listener("other", "127.0.0.1:5433"));
+    std::string error;
+    auto first = build_runtime(c1, table, nullptr, &error);
+    REQUIRE(attach_operations(*first, nullptr, 2, nullptr));
+    first->listeners[0].counters->worker(1).accepted = 5;
+    first->pools[0].stats->retries = 3;
+    auto second = build_runtime(c2, table, first.get(), &error);
+    REQUIRE(attach_operations(*second, first.get(), 2, nullptr));
+    CHECK(second->listeners[0].counters == first->listeners[0].counters);
+    CHECK(second->listeners[0].counters->total().accepted == 5);
+    CHECK(second->listeners[1].counters->total().accepted == 0);
+    CHECK(second->pools[0].stats->retries == 3);
+}
+
+TEST_CASE("attach_operations reports an access log it cannot open")
+{
+    BackendTable table;
+    Config c;
+    c.listeners = {listener("front", "127.0.0.1:5432")};
+    c.listeners[0].access_log = "/nonexistent-dir/access.log";
+    std::string error;
+    auto runtime = build_runtime(c, table, nullptr, &error);
+    std::vector<std::string> errors;
+    CHECK_FALSE(attach_operations(*runtime, nullptr, 1, &errors));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].rfind("listener front: cannot open access log /nonexistent-dir/access.log: ", 0) == 0);
+}
