@@ -39,17 +39,6 @@ std::string proxy_config(const PoolSpec& pool, const std::string& listener_extra
                        global_extra, listener_extra, pool.extra, backends);
 }
 
-struct Fd {
-    int fd;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd()
-    {
-        if (fd >= 0)
-            ::close(fd);
-    }
-    operator int() const { return fd; }
-};
-
 } // namespace
 
 TEST_CASE("64 MiB each way arrive byte-exact through the proxy")
