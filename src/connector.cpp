@@ -44,7 +44,12 @@ void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
     if (PoolStats* stats = pool_->stats.get())
         stats->failed_connects.fetch_add(1, std::memory_order_relaxed);
     const PoolConfig& pool = *pool_->config;
-    if (table_->record_connect_failure(backend, now_ms, pool.max_fails, pool.fail_timeout.count()))
+    // With active checks the prober turns this mark into a Down verdict and
+    // logs that transition itself ("N connect failures from traffic"); a line
+    // here too would log one transition twice. Without checks nobody else
+    // will, so the mark is logged here.
+    if (table_->record_connect_failure(backend, now_ms, pool.max_fails, pool.fail_timeout.count())
+        && !pool.health)
         log::warning("{} is DOWN ({} connect failures within {}ms, last: {})", pool_->label(backend),
                      pool.max_fails, pool.fail_timeout.count(), describe(error));
 }

@@ -170,6 +170,14 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
             // Everything before the FIN is delivered: pass the FIN on.
             return_transit(dir);
             if (!dir.shut) {
+                // When the other direction has ended, this FIN ends the
+                // session: stop counting it against the backend first. Once
+                // the FIN is out, the client may see the end and connect
+                // again at once (on another worker, even) before this thread
+                // reaches close(); least_conn must not find the old session
+                // still active then.
+                if ((upstream ? downstream_ : upstream_).shut)
+                    release_backend();
                 ::shutdown(sink_fd, SHUT_WR);
                 dir.shut = true;
             }
@@ -281,6 +289,14 @@ void TcpSession::on_timer()
 
 void TcpSession::abort(CloseReason reason) { close(reason); }
 
+void TcpSession::release_backend() noexcept
+{
+    if (backend_ && !backend_released_) {
+        worker_.table().release(*backend_);
+        backend_released_ = true;
+    }
+}
+
 void TcpSession::close(CloseReason reason)
 {
     // A reset that came in goes out the other side, so neither peer waits on
@@ -296,8 +312,7 @@ void TcpSession::close(CloseReason reason)
     // A pipe that still holds bytes is not fit for reuse: it closes with us.
     return_transit(upstream_);
     return_transit(downstream_);
-    if (backend_)
-        worker_.table().release(*backend_);
+    release_backend();
     worker_.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
     worker_.record_session_end(*this, reason);
     worker_.remove_session(this);

@@ -118,6 +118,9 @@ private:
     void update_watchers();
 
     void close(CloseReason reason);
+    // Ends this session's count in the backend table's `active`, once: at the
+    // last FIN out, or at close(), whichever comes first.
+    void release_backend() noexcept;
 
     Worker& worker_;
     std::shared_ptr<WorkerGeneration> generation_;
@@ -134,6 +137,7 @@ private:
 
     SocketAddress client_address_;
     std::optional<BackendId> backend_;
+    bool backend_released_ = false;  // release_backend() done for backend_
     Direction upstream_;    // client -> backend
     Direction downstream_;  // backend -> client
     State state_ = State::Connecting;

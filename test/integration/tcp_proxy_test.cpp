@@ -39,17 +39,6 @@ std::string proxy_config(const PoolSpec& pool, const std::string& listener_extra
                        global_extra, listener_extra, pool.extra, backends);
 }
 
-struct Fd {
-    int fd;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd()
-    {
-        if (fd >= 0)
-            ::close(fd);
-    }
-    operator int() const { return fd; }
-};
-
 // Streams `total` pseudo-random bytes through an echo backend while reading the
 // echo back, and checks both directions' SHA-256.
 void check_echoed_byte_exact(std::uint16_t port, std::size_t total)

@@ -453,6 +453,39 @@ std::string http_get(std::uint16_t port, const std::string& path)
 
 // ---- clients ---------------------------------------------------------------------------
 
+Fd& Fd::operator=(Fd&& other) noexcept
+{
+    if (this != &other) {
+        if (fd >= 0)
+            ::close(fd);
+        fd = std::exchange(other.fd, -1);
+    }
+    return *this;
+}
+
+Fd::~Fd()
+{
+    if (fd >= 0)
+        ::close(fd);
+}
+
+std::uint16_t unused_port()
+{
+    // Bound but never listening, then closed: the port is free again and a
+    // SYN to it is answered with RST. Another process could take it in
+    // between, which on a test machine's loopback does not happen in practice.
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
 int connect_tcp(std::uint16_t port, const std::string& ip, const std::string& source_ip)
 {
     bool v6 = ip.find(':') != std::string::npos;

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace sluice::test {
@@ -171,6 +172,24 @@ private:
 // One HTTP/1.1 GET on loopback; returns the whole response (status line,
 // headers, body) read until the server closes.
 std::string http_get(std::uint16_t port, const std::string& path);
+
+// Owns a client socket: closes it at the end of its scope. Move-only.
+class Fd {
+public:
+    explicit Fd(int fd) noexcept : fd(fd) {}
+    Fd(Fd&& other) noexcept : fd(std::exchange(other.fd, -1)) {}
+    Fd& operator=(Fd&& other) noexcept;
+    ~Fd();
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    operator int() const noexcept { return fd; }
+
+    int fd;
+};
+
+// A loopback port nothing listens on (bound once to learn a free port, then
+// closed): a connect to 127.0.0.1 on it is refused.
+std::uint16_t unused_port();
 
 // Blocking client helpers. All calls fail the test (Catch2 REQUIRE) on error
 // unless they report the error.
