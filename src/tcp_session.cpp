@@ -15,6 +15,15 @@ namespace {
 // sessions; epoll is level-triggered, so leftover work comes straight back.
 constexpr int kMaxRoundsPerEvent = 8;
 
+// A read shorter than this emptied the socket's receive queue: once those
+// bytes are written, wait for epoll instead of trying another read that would
+// almost surely fail with EAGAIN. Request/response traffic then costs one
+// read and one write per message instead of three syscalls; bulk transfers
+// (large reads) keep looping. Level-triggered epoll makes it safe: bytes that
+// arrive meanwhile still wake the loop. (HAProxy's raw_sock does the same on
+// a short recv.)
+constexpr std::size_t kShortRead = 16 * 1024;
+
 ev_tstamp seconds(Duration d) { return static_cast<ev_tstamp>(d.count()) / 1000.0; }
 
 } // namespace
@@ -142,6 +151,7 @@ void TcpSession::on_backend_event(int revents)
 TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_fd)
 {
     const bool upstream = &dir == &upstream_;
+    bool source_drained = false;  // this call read the source dry (short read)
     for (int round = 0; round < kMaxRoundsPerEvent; ++round) {
         if (dir.pending > 0) {
             IoResult w = dir.use_buffer
@@ -174,6 +184,10 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
             }
             return PumpResult::Ok;
         }
+        if (source_drained) {
+            return_transit(dir);  // idle until epoll says otherwise
+            return PumpResult::Ok;
+        }
         if (!borrow_transit(dir)) [[unlikely]]
             return PumpResult::NoResources;
         // Read only into an empty pipe: then EAGAIN can only mean "no data",
@@ -182,10 +196,12 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
         IoResult r = dir.use_buffer ? read_some(source_fd, dir.buffer.get(), BufferPool::kBufferSize)
                                     : splice_some(source_fd, dir.pipe.write_fd(), dir.pipe.capacity());
         if (r.ok()) {
-            if (r.bytes == 0)
+            if (r.bytes == 0) {
                 dir.eof = true;
-            else
+            } else {
                 dir.pending = static_cast<std::uint32_t>(r.bytes);
+                source_drained = dir.pending < kShortRead;
+            }
             continue;
         }
         if (r.would_block()) {
