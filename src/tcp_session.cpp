@@ -61,7 +61,7 @@ TcpSession::~TcpSession() = default;
 
 void TcpSession::start()
 {
-    set_nodelay(client_.get());
+    // The client socket has TCP_NODELAY from its listener (open_listener_socket).
     connect_next();
 }
 
@@ -89,12 +89,17 @@ void TcpSession::connect_next()
     timer_.start(seconds(pool_.runtime->config->connect_timeout));
 }
 
-void TcpSession::on_connect_event(int)
+void TcpSession::on_connect_event(int revents)
 {
-    SysError error = connect_result(backend_fd_.get());
-    if (error != SysError::None) {
-        on_connect_failed(error);
-        return;
+    // epoll reports EPOLLERR/EPOLLHUP whatever the mask, and libev passes them
+    // on as EV_READ too: EV_WRITE alone is a connect that succeeded, so only a
+    // failure pays for the getsockopt(SO_ERROR) that says why.
+    if (revents & EV_READ) {
+        SysError error = connect_result(backend_fd_.get());
+        if (error != SysError::None) {
+            on_connect_failed(error);
+            return;
+        }
     }
     on_established();
 }
