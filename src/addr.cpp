@@ -123,9 +123,14 @@ std::string SocketAddress::ip_string() const
 
 std::string SocketAddress::to_string() const
 {
+    // Built by appending: GCC 12 at -O3 warns (-Wrestrict, a false positive)
+    // on `"[" + std::string`.
+    std::string text;
     if (is_ipv6())
-        return "[" + ip_string() + "]:" + std::to_string(port());
-    return ip_string() + ":" + std::to_string(port());
+        text.append("[").append(ip_string()).append("]");
+    else
+        text.append(ip_string());
+    return text.append(":").append(std::to_string(port()));
 }
 
 std::uint64_t SocketAddress::ip_hash() const noexcept

@@ -17,7 +17,12 @@ Result<UniqueFd> open_listener_socket(const ListenerConfig& config, const Socket
     case Protocol::Tcp: {
         ListenOptions options;
         options.backlog = backlog;
-        return open_tcp_listener(address, options);
+        Result<UniqueFd> sock = open_tcp_listener(address, options);
+        // Linux copies TCP_NODELAY from the listener into every accepted
+        // socket, which saves the session a setsockopt per connection.
+        if (sock)
+            set_nodelay(sock.value().get());
+        return sock;
     }
     case Protocol::Udp:
         return open_udp_socket(address, true);
