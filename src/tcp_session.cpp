@@ -86,15 +86,20 @@ void TcpSession::connect_next()
     }
     backend_fd_ = std::move(sock.value());
     backend_io_.bind<TcpSession, &TcpSession::on_connect_event>(worker_.loop(), this, backend_fd_.get());
-    backend_io_.set_events(EV_WRITE);
+    // EV_READ too, although nothing is read yet: a failed connect raises
+    // EPOLLERR|EPOLLHUP, which libev reports only as events the watcher asked
+    // for, so asking for both is what lets on_connect_event tell the cases
+    // apart without a getsockopt on every success.
+    backend_io_.set_events(EV_READ | EV_WRITE);
     timer_.start(seconds(pool_.runtime->config->connect_timeout));
 }
 
 void TcpSession::on_connect_event(int revents)
 {
-    // epoll reports EPOLLERR/EPOLLHUP whatever the mask, and libev passes them
-    // on as EV_READ too: EV_WRITE alone is a connect that succeeded, so only a
-    // failure pays for the getsockopt(SO_ERROR) that says why.
+    // A failed connect reports EPOLLERR|EPOLLHUP, which libev passes on as
+    // EV_READ and EV_WRITE. EV_WRITE alone is a connect that succeeded; EV_READ
+    // means failure or a backend that spoke first, and only then do we pay for
+    // the getsockopt(SO_ERROR) that tells which.
     if (revents & EV_READ) {
         SysError error = connect_result(backend_fd_.get());
         if (error != SysError::None) {
