@@ -50,8 +50,8 @@ void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
     // will, so the mark is logged here.
     if (table_->record_connect_failure(backend, now_ms, pool.max_fails, pool.fail_timeout.count())
         && !pool.health)
-        log::warning("{} is DOWN ({} connect failures within {}ms, last: {})", pool_->label(backend),
-                     pool.max_fails, pool.fail_timeout.count(), describe(error));
+        log::warning("{} is DOWN ({} connect failure{} within {}ms, last: {})", pool_->label(backend),
+                     pool.max_fails, pool.max_fails == 1 ? "" : "s", pool.fail_timeout.count(), describe(error));
 }
 
 } // namespace sluice

@@ -126,7 +126,7 @@ public:
             down_reason_ = HealthReason::PassiveFailures;
             // Health first, then the mark: at no instant is the backend usable.
             prober_.table_.set_health(id_, Health::Down, HealthReason::PassiveFailures);
-            log::warning("{} is DOWN ({} connect failures from traffic)", label_, max_fails_);
+            log::warning("{} is DOWN ({} connect failure{} from traffic)", label_, max_fails_, max_fails_ == 1 ? "" : "s");
         }
         prober_.table_.clear_passive_down(id_);
     }
