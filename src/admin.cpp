@@ -644,7 +644,12 @@ void AdminServer::flush(Connection& c)
         close_connection(c);
         return;
     }
-    c.io.set_events((c.peer_closed || c.close_after_write ? 0 : EV_READ) | (c.out.empty() ? 0 : EV_WRITE));
+    // While a reply is being gathered, later lines wait in `in`; past one
+    // line's worth, stop reading so a client cannot make us buffer without
+    // bound (the kernel's socket buffer then pushes back on it).
+    const bool read_paused = c.busy && c.in.size() > kMaxLine;
+    c.io.set_events((c.peer_closed || c.close_after_write || read_paused ? 0 : EV_READ)
+                    | (c.out.empty() ? 0 : EV_WRITE));
 }
 
 void AdminServer::close_connection(Connection& c) { connections_.erase(c.id); }
