@@ -126,25 +126,6 @@ AdminParseResult parse_admin_command(std::string_view line)
 
 // ---- rendering ----------------------------------------------------------------
 
-std::string json_quote(std::string_view text)
-{
-    std::string out = "\"";
-    for (char c : text) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20)
-                out += fmt::format("\\u{:04x}", static_cast<int>(c));
-            else
-                out += c;
-        }
-    }
-    return out + "\"";
-}
 
 namespace {
 

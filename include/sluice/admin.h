@@ -15,6 +15,8 @@
 // Metrics: HTTP/1.x GET /metrics answers the Prometheus text (metrics.h).
 #pragma once
 
+#include "sluice/json.h"
+
 #include "sluice/backend_table.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
@@ -58,8 +60,6 @@ std::string admin_help_text();
 std::string render_servers(const StatsSnapshot& snapshot, bool json);
 std::string render_stat(const StatsSnapshot& snapshot, bool json);
 std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json);
-// `text` as a JSON string literal, quotes included.
-std::string json_quote(std::string_view text);
 
 // The outcome of a reload, as the control thread reports it.
 struct ReloadOutcome {

@@ -1,5 +1,7 @@
 #include "bench_report.h"
 
+#include "sluice/json.h"
+
 #include <fmt/format.h>
 
 #include <iterator>
@@ -29,24 +31,6 @@ std::string human_bytes(std::uint64_t bytes)
     if (bytes < 1024ULL * 1024 * 1024)
         return fmt::format("{:.1f} MiB", b / (1024 * 1024));
     return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
-}
-
-std::string json_string(std::string_view text)
-{
-    std::string out = "\"";
-    for (char c : text) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20)
-                out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-            else
-                out += c;
-        }
-    }
-    return out + "\"";
 }
 
 } // namespace
@@ -139,7 +123,7 @@ std::string format_json(const BenchOptions& options, const BenchResult& result)
     auto json = std::back_inserter(out);
 
     fmt::format_to(json, "{{\"mode\":{},\"target\":{},\"concurrency\":{},\"threads\":{},\"size\":{},",
-                   json_string(mode_name(options.mode)), json_string(options.target_text), options.concurrency,
+                   json_quote(mode_name(options.mode)), json_quote(options.target_text), options.concurrency,
                    result.threads, options.size);
     fmt::format_to(json, "\"duration_s\":{:.6f},\"warmup_s\":{:.6f},\"timeout_s\":{:.6f},",
                    result.duration_s, static_cast<double>(options.warmup.count()) * 1e-9,
