@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace sluice {
@@ -33,6 +34,19 @@ Pipe Pipe::create(std::size_t capacity)
         granted = ::fcntl(fds[1], F_GETPIPE_SZ);
     pipe.capacity_ = granted > 0 ? static_cast<std::size_t>(granted) : 65536;
     return pipe;
+}
+
+std::int64_t raise_fd_limit() noexcept
+{
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return 1024;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    return static_cast<std::int64_t>(limit.rlim_cur);
 }
 
 } // namespace sluice

@@ -39,19 +39,6 @@ unsigned effective_workers(int configured) noexcept
     return cores > 0 ? cores : 1;
 }
 
-std::int64_t raise_fd_limit() noexcept
-{
-    rlimit limit{};
-    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0)
-        return 1024;
-    if (limit.rlim_cur < limit.rlim_max) {
-        limit.rlim_cur = limit.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &limit);
-        ::getrlimit(RLIMIT_NOFILE, &limit);
-    }
-    return static_cast<std::int64_t>(limit.rlim_cur);
-}
-
 std::int64_t effective_max_sessions(int configured) noexcept
 {
     if (configured > 0)

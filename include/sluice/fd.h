@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 
 namespace sluice {
@@ -62,5 +63,9 @@ private:
     UniqueFd write_end_;
     std::size_t capacity_ = 0;
 };
+
+// Raises the soft RLIMIT_NOFILE to the hard limit, so thousands of sessions do
+// not end in EMFILE; returns the resulting soft limit.
+std::int64_t raise_fd_limit() noexcept;
 
 } // namespace sluice

@@ -77,7 +77,5 @@ unsigned effective_workers(int configured) noexcept;
 // session needs two sockets and, while bytes are in flight, pipes.
 std::int64_t effective_max_sessions(int configured) noexcept;
 
-// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit.
-std::int64_t raise_fd_limit() noexcept;
 
 } // namespace sluice

@@ -6,19 +6,6 @@
 
 namespace sluice::tools {
 
-std::uint64_t raise_fd_limit() noexcept
-{
-    rlimit limit{};
-    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0)
-        return 0;
-    if (limit.rlim_cur < limit.rlim_max) {
-        limit.rlim_cur = limit.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &limit);
-        ::getrlimit(RLIMIT_NOFILE, &limit);
-    }
-    return limit.rlim_cur;
-}
-
 namespace {
 sigset_t stop_signals() noexcept
 {

@@ -2,15 +2,16 @@
 // the clock.
 #pragma once
 
+#include "sluice/fd.h"
+
 #include <chrono>
 #include <cstdint>
 #include <ctime>
 
 namespace sluice::tools {
 
-// Raises the soft RLIMIT_NOFILE to the hard limit, so thousands of
-// connections do not end in EMFILE. Returns the resulting soft limit.
-std::uint64_t raise_fd_limit() noexcept;
+using sluice::raise_fd_limit;  // fd.h
+
 
 // Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it
 // starts afterwards, and ignores SIGPIPE. Call first thing in main(): the
