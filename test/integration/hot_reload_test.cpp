@@ -44,7 +44,7 @@ private:
                 ++failed_;
                 continue;
             }
-            ScopedFd client(fd);
+            Fd client(fd);
             std::string who = recv_line(client);
             std::string message = "client " + std::to_string(t) + " request " + std::to_string(n++) + "\n";
             if (::send(client, message.data(), message.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(message.size())
@@ -76,7 +76,7 @@ TEST_CASE("12 reloads adding and removing a backend under load fail no connectio
     Sluice sluice(only_a);
     const std::uint16_t port = sluice.port("front");
 
-    ScopedFd long_lived(connect_tcp(port));
+    Fd long_lived(connect_tcp(port));
     CHECK(recv_line(long_lived) == "a");
 
     LoadClients load(port, 4);
@@ -112,7 +112,7 @@ TEST_CASE("a reload keeps the admin state and counters of a backend that stays, 
     Sluice sluice(ops_config({{"a", a.address()}, {"b", b.address()}}, "", "workers = 1"));
     AdminClient admin(admin_path(sluice));
     for (int i = 0; i < 4; ++i) {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         recv_line(client);
     }
     CHECK(admin.command("set server p/b state drain") == "p/b state drain");
@@ -124,11 +124,11 @@ TEST_CASE("a reload keeps the admin state and counters of a backend that stays, 
     REQUIRE(line);
     std::uint16_t extra_port = static_cast<std::uint16_t>(std::stoi(line->substr(line->rfind(':') + 1)));
     {
-        ScopedFd client(connect_tcp(extra_port));
+        Fd client(connect_tcp(extra_port));
         CHECK(recv_line(client) == "a");  // b is still drained
     }
     {
-        ScopedFd client(connect_tcp(sluice.port("front")));  // the kept listener, same port
+        Fd client(connect_tcp(sluice.port("front")));  // the kept listener, same port
         CHECK(recv_line(client) == "a");
     }
     // a: 2 sessions before the reload, 2 after; b: its 2 from before, and drained.
@@ -169,7 +169,7 @@ TEST_CASE("a bad config on reload is rejected with file:line:col and the old one
     CHECK(sluice.process().count_lines(sluice.config_path() + ":6:8: unknown pool \"nope\"") == 1);
     CHECK(sluice.process().count_lines(sluice.config_path() + ":9:") == 1);
 
-    ScopedFd client(connect_tcp(sluice.port("front")));
+    Fd client(connect_tcp(sluice.port("front")));
     send_all(client, std::string("old config\n"));
     CHECK(recv_line(client) == "old config");
 
@@ -184,7 +184,7 @@ TEST_CASE("a bad config on reload is rejected with file:line:col and the old one
     CHECK(metric_value(http_get(sluice.metrics_port(), "/metrics"), "sluice_reloads_total{result=\"failed\"}") == 2);
 
     // A listener whose address is taken fails the reload as a whole.
-    ScopedFd blocker(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    Fd blocker(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -199,7 +199,7 @@ TEST_CASE("a bad config on reload is rejected with file:line:col and the old one
     CHECK(admin.command("reload").rfind("error: reload failed", 0) == 0);
     CHECK(admin.command("json show stat").find(R"("generation":1,"reloads_ok":0,"reloads_failed":3)")
           != std::string::npos);
-    ScopedFd again(connect_tcp(sluice.port("front")));
+    Fd again(connect_tcp(sluice.port("front")));
     send_all(again, std::string("still old\n"));
     CHECK(recv_line(again) == "still old");
 }

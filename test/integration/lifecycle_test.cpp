@@ -48,7 +48,7 @@ TEST_CASE("drain_timeout closes the sessions still open and sluice exits 0")
 {
     EchoBackend a("a");
     Sluice sluice(ops_config({{"a", a.address()}}, "", "workers = 2\ndrain_timeout = \"500ms\""));
-    ScopedFd client(connect_tcp(sluice.port("front")));
+    Fd client(connect_tcp(sluice.port("front")));
     send_all(client, std::string("x\n"));
     CHECK(recv_line(client) == "x");
     auto start = Clock::now();
@@ -65,7 +65,7 @@ TEST_CASE("a second SIGTERM exits at once")
 {
     EchoBackend a("a");
     Sluice sluice(ops_config({{"a", a.address()}}));
-    ScopedFd client(connect_tcp(sluice.port("front")));
+    Fd client(connect_tcp(sluice.port("front")));
     send_all(client, std::string("x\n"));
     CHECK(recv_line(client) == "x");
     sluice.process().send_signal(SIGTERM);
@@ -83,7 +83,7 @@ TEST_CASE("sd_notify: READY=1 at start, RELOADING=1 with MONOTONIC_USEC then REA
 {
     TempDir dir;
     const std::string path = dir.path() + "/notify.sock";
-    ScopedFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    Fd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::memcpy(address.sun_path, path.c_str(), path.size() + 1);

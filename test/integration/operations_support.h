@@ -57,19 +57,6 @@ inline int try_connect(std::uint16_t port)
     return fd;
 }
 
-// Closes a descriptor at scope exit.
-struct ScopedFd {
-    int fd;
-    explicit ScopedFd(int f) : fd(f) {}
-    ~ScopedFd()
-    {
-        if (fd >= 0)
-            ::close(fd);
-    }
-    ScopedFd(const ScopedFd&) = delete;
-    ScopedFd& operator=(const ScopedFd&) = delete;
-    operator int() const { return fd; }
-};
 
 // The value of the first sample line that starts with `series` (name and
 // labels exactly as printed), or -1.

@@ -59,7 +59,7 @@ TEST_CASE("admin commands answer, and bad input gets an error while the connecti
     CHECK(after.find("p     b        " + b.address() + "  drain") != std::string::npos);
 
     // sluice kept proxying through all of it.
-    ScopedFd client(connect_tcp(sluice.port("front")));
+    Fd client(connect_tcp(sluice.port("front")));
     send_all(client, std::string("still here\n"));
     CHECK(recv_line(client) == "still here");
 }
@@ -101,14 +101,14 @@ TEST_CASE("a drained backend takes no new sessions while its open session contin
     Sluice sluice(ops_config({{"a", a.address()}, {"b", b.address()}}, "", "workers = 1"));
     AdminClient admin(admin_path(sluice));
 
-    ScopedFd held(connect_tcp(sluice.port("front")));
+    Fd held(connect_tcp(sluice.port("front")));
     const std::string first = recv_line(held);
     REQUIRE((first == "a" || first == "b"));
     const std::string other = first == "a" ? "b" : "a";
 
     CHECK(admin.command("set server p/" + first + " state drain") == "p/" + first + " state drain");
     for (int i = 0; i < 10; ++i) {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         CHECK(recv_line(client) == other);
     }
     send_all(held, std::string("still flowing\n"));
@@ -121,7 +121,7 @@ TEST_CASE("a drained backend takes no new sessions while its open session contin
     CHECK(admin.command("set server p/" + first + " state ready") == "p/" + first + " state ready");
     std::map<std::string, int> hits;
     for (int i = 0; i < 10; ++i) {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         ++hits[recv_line(client)];
     }
     CHECK(hits["a"] == 5);
@@ -138,7 +138,7 @@ TEST_CASE("maint takes a backend out of rotation and pauses its health checks un
     AdminClient admin(admin_path(sluice));
     CHECK(admin.command("set server p/a state maint") == "p/a state maint");
     for (int i = 0; i < 6; ++i) {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         CHECK(recv_line(client) == "b");
     }
     // While a is in maint nobody probes it: stopping it changes nothing.
@@ -166,7 +166,7 @@ TEST_CASE("show sessions lists open sessions with their backend, bytes and half-
     });
     Sluice sluice(ops_config({{"s", backend.address()}}));
     AdminClient admin(admin_path(sluice));
-    ScopedFd client(connect_tcp(sluice.port("front")));
+    Fd client(connect_tcp(sluice.port("front")));
     send_all(client, std::string("12345"));
     ::shutdown(client, SHUT_WR);
     CHECK(recv_exact(client, 5) == "12345");
@@ -191,7 +191,7 @@ TEST_CASE("a metrics scrape has HELP and TYPE for every family and exact counts 
     EchoBackend a("a");
     Sluice sluice(ops_config({{"a", a.address()}}));
     for (int i = 0; i < 5; ++i) {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         send_all(client, std::string("hello\n"));
         CHECK(recv_line(client) == "hello");
         ::shutdown(client, SHUT_WR);
@@ -246,7 +246,7 @@ TEST_CASE("failed connects, retries and rejected clients are counted per pool")
     Sluice sluice(ops_config({{"dead", "127.0.0.1:1"}, {"good", good.address()}}, "retries = 1\nmax_fails = 0",
                              "workers = 1"));
     for (int i = 0; i < 4; ++i) {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         send_all(client, std::string("x\n"));
         CHECK(recv_line(client) == "x");
     }
@@ -255,7 +255,7 @@ TEST_CASE("failed connects, retries and rejected clients are counted per pool")
     std::string stat = admin.command("json show stat");
     CHECK(stat.find(R"("failed_connects":2,"retries":2,"rejected":0)") != std::string::npos);
     CHECK(admin.command("set server p/good state maint") == "p/good state maint");
-    ScopedFd refused(connect_tcp(sluice.port("front")));
+    Fd refused(connect_tcp(sluice.port("front")));
     CHECK(recv_until_eof(refused).empty());
     CHECK(wait_until([&] {
         return admin.command("json show stat").find(R"("failed_connects":3,"retries":2,"rejected":1)")
@@ -269,7 +269,7 @@ TEST_CASE("the access log has one line per session with client, backend, duratio
     Sluice sluice(ops_config({{"a", a.address()}}, "", "workers = 2", "access_log = \"@DIR@/access.log\""));
     std::string client_address;
     {
-        ScopedFd client(connect_tcp(sluice.port("front")));
+        Fd client(connect_tcp(sluice.port("front")));
         sockaddr_in local{};
         socklen_t len = sizeof(local);
         ::getsockname(client, reinterpret_cast<sockaddr*>(&local), &len);
