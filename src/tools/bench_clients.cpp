@@ -66,6 +66,19 @@ void BenchClient::retry_later()
     timer_.start(kRetryPauseSeconds);
 }
 
+bool BenchClient::start_tcp_connect(UniqueFd& fd, std::uint64_t now_ns)
+{
+    auto socket = start_connect(worker_.options().target);
+    if (!socket) [[unlikely]] {
+        worker_.count_error(connect_error_kind(socket.error()), now_ns);
+        retry_later();
+        return false;
+    }
+    fd = std::move(socket).value();
+    set_nodelay(fd.get());
+    return true;
+}
+
 void BenchClient::on_timer()
 {
     if (retrying_) {
@@ -132,14 +145,8 @@ private:
     void connect()
     {
         const std::uint64_t now = monotonic_ns();
-        auto socket = start_connect(worker_.options().target);
-        if (!socket) [[unlikely]] {
-            worker_.count_error(connect_error_kind(socket.error()), now);
-            retry_later();
+        if (!start_tcp_connect(fd_, now)) [[unlikely]]
             return;
-        }
-        fd_ = std::move(socket).value();
-        set_nodelay(fd_.get());
         io_.bind<TcpRequestClient, &TcpRequestClient::on_io>(worker_.loop(), this, fd_.get());
         io_.set_events(EV_WRITE);
         state_ = State::Connecting;
@@ -299,14 +306,8 @@ private:
     void begin_request() override
     {
         const std::uint64_t now = monotonic_ns();
-        auto socket = start_connect(worker_.options().target);
-        if (!socket) [[unlikely]] {
-            worker_.count_error(connect_error_kind(socket.error()), now);
-            retry_later();
+        if (!start_tcp_connect(fd_, now)) [[unlikely]]
             return;
-        }
-        fd_ = std::move(socket).value();
-        set_nodelay(fd_.get());
         io_.bind<TcpStreamClient, &TcpStreamClient::on_io>(worker_.loop(), this, fd_.get());
         io_.set_events(EV_WRITE);
         state_ = State::Connecting;

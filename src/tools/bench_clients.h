@@ -42,6 +42,10 @@ protected:
     // After an error: next_request() after a short pause, so a dead target
     // costs a few hundred attempts a second per client, not a busy loop.
     void retry_later();
+    // Starts a non-blocking TCP connect to the target into `fd` (TCP_NODELAY
+    // on). On an immediate failure counts it, schedules a retry and returns
+    // false.
+    bool start_tcp_connect(UniqueFd& fd, std::uint64_t now_ns);
     // Does the work of one request; intended_ns_ holds its due time.
     virtual void begin_request() = 0;
 
