@@ -112,6 +112,28 @@ std::string backend_labels(const BackendSnapshot& b)
                        escape_label(b.address));
 }
 
+// One counter family of one kind of row: its name, its help and the field
+// that holds its value.
+template <typename Record>
+struct CounterFamily {
+    const char* name;
+    const char* help;
+    std::uint64_t Record::*field;
+};
+
+// Each family as a counter, with one sample per row: labels(row) and
+// record_of(row).*field.
+template <typename Record, std::size_t N, typename Row, typename Labels, typename RecordOf>
+void write_counters(Exposition& out, const std::array<CounterFamily<Record>, N>& families,
+                    const std::vector<Row>& rows, Labels labels, RecordOf record_of)
+{
+    for (const CounterFamily<Record>& family : families) {
+        out.family(family.name, "counter", family.help);
+        for (const Row& row : rows)
+            out.sample(family.name, labels(row), record_of(row).*family.field);
+    }
+}
+
 } // namespace
 
 std::string format_prometheus(const StatsSnapshot& s)
@@ -125,12 +147,7 @@ std::string format_prometheus(const StatsSnapshot& s)
     out.sample("sluice_reloads_total", "result=\"ok\"", s.reloads_ok);
     out.sample("sluice_reloads_total", "result=\"failed\"", s.reloads_failed);
 
-    struct ListenerMetric {
-        const char* name;
-        const char* help;
-        std::uint64_t ListenerTotals::*field;
-    };
-    constexpr std::array<ListenerMetric, 5> listener_metrics{{
+    constexpr std::array<CounterFamily<ListenerTotals>, 5> listener_metrics{{
         {"sluice_listener_accepted_total", "Client connections accepted.", &ListenerTotals::accepted},
         {"sluice_listener_rejected_total", "Client connections refused (max_connections, descriptor limit).",
          &ListenerTotals::rejected},
@@ -141,30 +158,24 @@ std::string format_prometheus(const StatsSnapshot& s)
         {"sluice_listener_dropped_total", "UDP datagrams dropped (no usable backend, flow cap, full buffers, truncated).",
          &ListenerTotals::dropped},
     }};
-    for (const ListenerMetric& m : listener_metrics) {
-        out.family(m.name, "counter", m.help);
-        for (const ListenerSnapshot& l : s.listeners)
-            out.sample(m.name, fmt::format("listener=\"{}\",protocol=\"{}\"", escape_label(l.name), l.protocol),
-                       l.totals.*m.field);
-    }
+    write_counters(
+        out, listener_metrics, s.listeners,
+        [](const ListenerSnapshot& l) {
+            return fmt::format("listener=\"{}\",protocol=\"{}\"", escape_label(l.name), l.protocol);
+        },
+        [](const ListenerSnapshot& l) -> const ListenerTotals& { return l.totals; });
 
-    struct PoolMetric {
-        const char* name;
-        const char* help;
-        std::uint64_t PoolSnapshot::*field;
-    };
-    constexpr std::array<PoolMetric, 3> pool_metrics{{
+    constexpr std::array<CounterFamily<PoolSnapshot>, 3> pool_metrics{{
         {"sluice_pool_connect_failures_total", "Backend connects that failed, each attempt.",
          &PoolSnapshot::failed_connects},
         {"sluice_pool_retries_total", "Connects retried on another backend after a failure.", &PoolSnapshot::retries},
         {"sluice_pool_rejected_total", "Clients closed because no backend was usable or every retry failed.",
          &PoolSnapshot::rejected},
     }};
-    for (const PoolMetric& m : pool_metrics) {
-        out.family(m.name, "counter", m.help);
-        for (const PoolSnapshot& p : s.pools)
-            out.sample(m.name, fmt::format("pool=\"{}\"", escape_label(p.name)), p.*m.field);
-    }
+    write_counters(
+        out, pool_metrics, s.pools,
+        [](const PoolSnapshot& p) { return fmt::format("pool=\"{}\"", escape_label(p.name)); },
+        [](const PoolSnapshot& p) -> const PoolSnapshot& { return p; });
 
     out.family("sluice_backend_up", "gauge", "1 when the backend is healthy (active and passive checks), else 0.");
     for (const BackendSnapshot& b : s.backends)
@@ -181,12 +192,7 @@ std::string format_prometheus(const StatsSnapshot& s)
     for (const BackendSnapshot& b : s.backends)
         out.sample("sluice_backend_active_sessions", backend_labels(b), b.active);
 
-    struct BackendMetric {
-        const char* name;
-        const char* help;
-        std::uint64_t BackendSnapshot::*field;
-    };
-    constexpr std::array<BackendMetric, 4> backend_metrics{{
+    constexpr std::array<CounterFamily<BackendSnapshot>, 4> backend_metrics{{
         {"sluice_backend_sessions_total", "Sessions sent to the backend (connect attempts included).",
          &BackendSnapshot::total},
         {"sluice_backend_connect_failures_total", "Connects to the backend that failed.",
@@ -194,11 +200,8 @@ std::string format_prometheus(const StatsSnapshot& s)
         {"sluice_backend_bytes_in_total", "Bytes sent to the backend.", &BackendSnapshot::bytes_in},
         {"sluice_backend_bytes_out_total", "Bytes received from the backend.", &BackendSnapshot::bytes_out},
     }};
-    for (const BackendMetric& m : backend_metrics) {
-        out.family(m.name, "counter", m.help);
-        for (const BackendSnapshot& b : s.backends)
-            out.sample(m.name, backend_labels(b), b.*m.field);
-    }
+    write_counters(out, backend_metrics, s.backends, backend_labels,
+                   [](const BackendSnapshot& b) -> const BackendSnapshot& { return b; });
     return out.take();
 }
 
