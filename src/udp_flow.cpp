@@ -62,10 +62,15 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> genera
     : listener_(listener), generation_(std::move(generation)), pool_(&pool), socket_(std::move(socket)),
       backend_(backend)
 {
-    // The default receive buffer (~208 KiB) holds only three 64 KiB replies;
-    // a burst of large datagrams from the backend would overflow it. The size
-    // is a limit, not an allocation: an idle flow costs nothing for it.
-    set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
+    // The default receive buffer (~208 KiB) holds only a few 64 KiB replies;
+    // a burst of large datagrams from the backend would overflow it.
+    // The size is a limit, not an allocation: an idle flow costs nothing for
+    // it. A flow that ends at its first reply (`responses = 1`, DNS) never
+    // queues a second one, and the kernel always admits a datagram into an
+    // empty buffer: it skips this setsockopt, one of the ~7 syscalls such a
+    // flow costs in all.
+    if (listener.config().responses != 1)
+        set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
 }
