@@ -63,14 +63,9 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> genera
       backend_(backend)
 {
     // The default receive buffer (~208 KiB) holds only a few 64 KiB replies;
-    // a burst of large datagrams from the backend would overflow it.
-    // The size is a limit, not an allocation: an idle flow costs nothing for
-    // it. A flow that ends at its first reply (`responses = 1`, DNS) never
-    // queues a second one, and the kernel always admits a datagram into an
-    // empty buffer: it skips this setsockopt, one of the ~7 syscalls such a
-    // flow costs in all.
-    if (listener.config().responses != 1)
-        set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
+    // a burst of large datagrams from the backend would overflow it. The size
+    // is a limit, not an allocation: an idle flow costs nothing for it.
+    set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
 }
@@ -201,6 +196,7 @@ void UdpListener::forward(const SocketAddress& client, const std::byte* data, st
         }
         IoResult sent = write_some(flow->fd(), data, length);
         if (sent.ok()) [[likely]] {
+            flow->count_request();
             flows_.touch(flow, worker_.loop().now());
             worker_.table().add_bytes(flow->backend(), length, 0);
             stats_.bytes_in.fetch_add(length, std::memory_order_relaxed);
@@ -295,10 +291,9 @@ void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
 
     worker_.table().add_bytes(flow.backend(), 0, length);
     stats_.bytes_out.fetch_add(length, std::memory_order_relaxed);
-    std::uint32_t replies = flow.count_reply();
-    int responses = config_->responses;
-    if (responses > 0 && replies >= static_cast<std::uint32_t>(responses)) {
-        end_flow(flow, FlowEnd::Responses);  // e.g. DNS: the answer came, free it at once
+    flow.count_reply();
+    if (flow.answered(config_->responses)) {
+        end_flow(flow, FlowEnd::Responses);  // e.g. DNS: the answers came, free it at once
         return;
     }
     flows_.touch(&flow, worker_.loop().now());

@@ -9,8 +9,9 @@
 // Replies leave through the listener socket, so the client sees them come from
 // the address it sent to.
 //
-// A flow ends after `idle_timeout` without traffic either way, after
-// `responses` replies (when set; 1 for DNS), when its backend refuses, or when
+// A flow ends after `idle_timeout` without traffic either way, once it has had
+// `responses` replies for each datagram it carried (when set; 1 for DNS), when
+// its backend refuses, or when
 // the listener stops. Flows count towards max_connections (SharedState::sessions,
 // shared with TCP sessions); a datagram that would start a flow beyond the cap
 // is dropped and counted in ListenerStats::rejected, while existing flows keep
@@ -151,7 +152,16 @@ public:
     BackendId backend() const noexcept { return backend_; }
     const PoolRuntime& pool() const noexcept { return *pool_; }
     std::uint32_t replies() const noexcept { return replies_; }
-    std::uint32_t count_reply() noexcept { return ++replies_; }
+    void count_reply() noexcept { ++replies_; }
+    void count_request() noexcept { ++requests_; }
+    // `responses` replies have come for every datagram sent (nginx's
+    // proxy_responses): a client with several queries in flight from one port
+    // keeps its flow until the last answer. 0 = never.
+    bool answered(int responses) const noexcept
+    {
+        return responses > 0
+            && std::uint64_t{replies_} >= static_cast<std::uint64_t>(responses) * std::uint64_t{requests_};
+    }
 
 private:
     void on_readable(int revents);
@@ -164,7 +174,8 @@ private:
     UniqueFd socket_;
     IoWatcher io_;
     BackendId backend_;
-    std::uint32_t replies_ = 0;
+    std::uint32_t requests_ = 0;  // datagrams sent to the backend
+    std::uint32_t replies_ = 0;   // datagrams received from it
 };
 
 // One worker's socket of a `protocol = "udp"` listener, and its flows.

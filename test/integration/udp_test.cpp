@@ -304,6 +304,37 @@ TEST_CASE("responses = 1 ends each flow at its reply, so every query starts a ne
     CHECK(wait_until([&] { return sluice.process().count_lines("ended (responses, 1 replies)") == 6; }, 5s));
 }
 
+TEST_CASE("responses = 1 keeps a flow until every query in flight on it is answered")
+{
+    // A resolver (or dnsperf) sends several queries from one port before the
+    // first answer comes back. Ending the flow at the first answer would close
+    // the socket the other answers arrive on; like NGINX's proxy_responses,
+    // the flow ends once it has one answer per query it carried.
+    EchoBackend a("a", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address()}, "responses = 1", "", "workers = 1"), {"-d"});
+    UdpClient client(sluice.port("front"));
+    constexpr int kInFlight = 5;
+    for (std::size_t round = 0; round < 3; ++round) {
+        std::set<std::string> sent, answered;
+        for (int i = 0; i < kInFlight; ++i) {
+            std::string query = fmt::format("round {} query {}", round, i);
+            client.send(query);
+            sent.insert(query);
+        }
+        while (answered.size() < sent.size()) {
+            auto got = client.receive(2s);
+            if (!got)
+                break;
+            answered.insert(*got);
+        }
+        CHECK(answered == sent);
+        // Exactly one flow per round, ended by its fifth answer.
+        CHECK(wait_until([&] { return sluice.process().count_lines("ended (responses, 5 replies)") == round + 1; },
+                         5s));
+    }
+    CHECK(sluice.process().count_lines("ended (responses, 1 replies)") == 0);
+}
+
 TEST_CASE("1000 concurrent flows are all answered")
 {
     raise_fd_limit();
