@@ -21,7 +21,8 @@ constexpr int kMaxRoundsPerEvent = 8;
 // read and one write per message instead of three syscalls; bulk transfers
 // (large reads) keep looping. Level-triggered epoll makes it safe: bytes that
 // arrive meanwhile still wake the loop. (HAProxy's raw_sock does the same on
-// a short recv.)
+// a short recv.) A read at least this long also means the source streams, so
+// the next read splices instead of copying (Direction).
 constexpr std::size_t kShortRead = 16 * 1024;
 
 ev_tstamp seconds(Duration d) { return static_cast<ev_tstamp>(d.count()) / 1000.0; }
@@ -53,7 +54,7 @@ TcpSession::TcpSession(Worker& worker, std::shared_ptr<WorkerGeneration> generat
     , client_address_(client_address)
 {
     client_io_.bind<TcpSession, &TcpSession::on_client_event>(worker.loop(), this, client_.get());
-    upstream_.use_buffer = downstream_.use_buffer = !worker.splice_enabled();
+    upstream_.splice_off = downstream_.splice_off = !worker.splice_enabled();
     timer_.bind<TcpSession, &TcpSession::on_timer>(worker.loop(), this);
     started_at_ = last_activity_ = worker.loop().now();
 }
@@ -165,9 +166,9 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
     bool source_drained = false;  // this call read the source dry (short read)
     for (int round = 0; round < kMaxRoundsPerEvent; ++round) {
         if (dir.pending > 0) {
-            IoResult w = dir.use_buffer
-                ? write_some(sink_fd, dir.buffer.get() + dir.buffer_offset, dir.pending)
-                : splice_some(dir.pipe.read_fd(), sink_fd, dir.pending);
+            IoResult w = dir.pending_in_pipe
+                ? splice_some(dir.pipe.read_fd(), sink_fd, dir.pending)
+                : write_some(sink_fd, dir.buffer.get() + dir.buffer_offset, dir.pending);
             if (!w.ok()) [[unlikely]] {
                 if (w.would_block())
                     return PumpResult::Ok;  // the sink is full: stop reading the source
@@ -211,19 +212,22 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
             return_transit(dir);  // idle until epoll says otherwise
             return PumpResult::Ok;
         }
-        if (!borrow_transit(dir)) [[unlikely]]
+        std::optional<bool> via_pipe = borrow_transit(dir, dir.streaming && !dir.splice_off);
+        if (!via_pipe) [[unlikely]]
             return PumpResult::NoResources;
         // Read only into an empty pipe: then EAGAIN can only mean "no data",
         // never "pipe full" (splice returns EAGAIN for both, and a pipe can be
         // full of partly filled pages long before `capacity` bytes).
-        IoResult r = dir.use_buffer ? read_some(source_fd, dir.buffer.get(), BufferPool::kBufferSize)
-                                    : splice_some(source_fd, dir.pipe.write_fd(), dir.pipe.capacity());
+        IoResult r = *via_pipe ? splice_some(source_fd, dir.pipe.write_fd(), dir.pipe.capacity())
+                               : read_some(source_fd, dir.buffer.get(), BufferPool::kBufferSize);
         if (r.ok()) {
             if (r.bytes == 0) {
                 dir.eof = true;
             } else {
                 dir.pending = static_cast<std::uint32_t>(r.bytes);
+                dir.pending_in_pipe = *via_pipe;
                 source_drained = dir.pending < kShortRead;
+                dir.streaming = !source_drained;
             }
             continue;
         }
@@ -233,10 +237,10 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
         }
         if (r.error == SysError::Interrupted)
             continue;
-        if (r.error == SysError::Invalid && !dir.use_buffer) [[unlikely]] {
+        if (r.error == SysError::Invalid && *via_pipe) [[unlikely]] {
             // The kernel cannot splice from this socket: copy through a buffer.
             return_transit(dir);
-            dir.use_buffer = true;
+            dir.splice_off = true;
             continue;
         }
         return PumpResult::SourceFailed;
@@ -244,20 +248,21 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
     return PumpResult::Ok;
 }
 
-bool TcpSession::borrow_transit(Direction& dir)
+std::optional<bool> TcpSession::borrow_transit(Direction& dir, bool via_pipe)
 {
-    if (!dir.use_buffer) {
-        if (dir.pipe.valid())
-            return true;
-        dir.pipe = worker_.pipes().acquire();
+    if (via_pipe) {
+        if (!dir.pipe.valid())
+            dir.pipe = worker_.pipes().acquire();
         if (dir.pipe.valid())
             return true;
         // No pipe (descriptor limit): this direction copies through a buffer.
-        dir.use_buffer = true;
+        dir.splice_off = true;
     }
     if (!dir.buffer)
         dir.buffer = worker_.buffers().acquire();
-    return dir.buffer != nullptr;
+    if (!dir.buffer)
+        return std::nullopt;
+    return false;
 }
 
 void TcpSession::return_transit(Direction& dir)

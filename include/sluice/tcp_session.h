@@ -82,14 +82,24 @@ public:
 
 private:
     // One direction of bytes: from one socket to the other.
+    //
+    // Small reads go through a buffer (read/write), large ones through a pipe
+    // (splice): a read that fills at least kShortRead bytes means the source
+    // is streaming, and the next read splices; a shorter one switches back.
+    // Zero-copy pays for bulk transfers, but for a request of a few hundred
+    // bytes splice costs as much as a copy and measurably worsens the tail
+    // latency of request/response traffic (bench/README.md), which is why
+    // HAProxy's splice-auto makes the same choice.
     struct Direction {
-        Pipe pipe;                       // borrowed while bytes are in flight
-        BufferPool::Buffer buffer;       // fallback where splice cannot be used
+        Pipe pipe;                       // borrowed while spliced bytes are in flight
+        BufferPool::Buffer buffer;       // borrowed while copied bytes are in flight
         std::uint32_t pending = 0;       // bytes read but not yet written
-        std::uint32_t buffer_offset = 0; // buffer mode: next byte to write
+        std::uint32_t buffer_offset = 0; // bytes in the buffer: next byte to write
         bool eof = false;                // FIN read from the source
         bool shut = false;               // shutdown(SHUT_WR) sent to the sink
-        bool use_buffer = false;         // splice refused: buffer mode for good
+        bool splice_off = false;         // splice disabled or refused: copy for good
+        bool streaming = false;          // the last read was large: splice the next
+        bool pending_in_pipe = false;    // where the `pending` bytes are
         std::uint64_t bytes = 0;         // bytes delivered to the sink
         bool done() const noexcept { return shut; }
         bool wants_read() const noexcept { return !eof && pending == 0; }
@@ -110,7 +120,10 @@ private:
 
     // Moves bytes along `dir` until a side would block or the direction ends.
     PumpResult pump(Direction& dir, int source_fd, int sink_fd);
-    bool borrow_transit(Direction& dir);
+    // Borrows the pipe (when `via_pipe`) or the buffer the next read goes
+    // into; returns where it went (a pipe that cannot be had means copying).
+    // nullopt: not even a buffer.
+    std::optional<bool> borrow_transit(Direction& dir, bool via_pipe);
     void return_transit(Direction& dir);
     // After pumping: closes or resets the session if due, else updates the
     // watchers. Returns false when the session was deleted.

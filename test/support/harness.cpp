@@ -588,14 +588,14 @@ std::string recv_until_eof(int fd, int* error)
     return out;
 }
 
-std::size_t open_socket_count(pid_t pid)
+std::size_t open_fd_count(pid_t pid, std::string_view kind)
 {
     std::size_t count = 0;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
         std::error_code link_error;
         auto target = std::filesystem::read_symlink(entry.path(), link_error);
-        if (!link_error && target.string().rfind("socket:", 0) == 0)
+        if (!link_error && target.string().starts_with(kind))
             ++count;
     }
     return count;

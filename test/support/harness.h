@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -203,8 +204,11 @@ std::string recv_exact(int fd, std::size_t length);
 std::string recv_line(int fd);
 // Reads until EOF; `error` receives errno if the read ended with an error.
 std::string recv_until_eof(int fd, int* error = nullptr);
-// Sockets a process holds open (from /proc/PID/fd), to prove none leak.
-std::size_t open_socket_count(pid_t pid);
+// Descriptors a process holds open whose /proc/PID/fd link starts with `kind`
+// ("socket:", "pipe:"), to prove none leak or to see what it uses.
+std::size_t open_fd_count(pid_t pid, std::string_view kind);
+// Sockets a process holds open, to prove none leak.
+inline std::size_t open_socket_count(pid_t pid) { return open_fd_count(pid, "socket:"); }
 // Resident set size of a process in KiB (VmRSS).
 long rss_kib(pid_t pid);
 // Deterministic pseudo-random bytes.
