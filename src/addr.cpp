@@ -152,6 +152,15 @@ std::uint64_t SocketAddress::full_hash() const noexcept
     return fnv1a(&p, sizeof(p), ip_hash());
 }
 
+bool SocketAddress::is_wildcard() const noexcept
+{
+    if (family() == AF_INET)
+        return reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (family() == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+    return false;
+}
+
 bool SocketAddress::same_ip(const SocketAddress& other) const noexcept
 {
     if (family() != other.family())

@@ -65,6 +65,12 @@ Result<UniqueFd> open_udp_socket(const SocketAddress& address, bool reuse_port)
         return sock;
     if (SysError err = bind_reusable(sock.value().get(), address, reuse_port); err != SysError::None)
         return Result<UniqueFd>(err, errno);
+    if (address.is_wildcard()) {
+        if (address.is_ipv6())
+            set_int_option(sock.value().get(), IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+        else
+            set_int_option(sock.value().get(), IPPROTO_IP, IP_PKTINFO, 1);
+    }
     return sock;
 }
 

@@ -7,6 +7,7 @@
 #include "sluice/socket.h"
 #include "sluice/worker.h"
 
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <string>
@@ -45,15 +46,74 @@ std::string_view to_string(FlowEnd why) noexcept
     return "stopped";
 }
 
+// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
+constexpr std::size_t kPacketInfoSpace = CMSG_SPACE(sizeof(in6_pktinfo));
+
 struct UdpListener::Incoming {
     sockaddr_storage sender;
     iovec data;
+    alignas(cmsghdr) unsigned char control[kPacketInfoSpace];  // wildcard listeners
 };
 
 struct UdpListener::Reply {
     SocketAddress client;
     iovec data;
+    alignas(cmsghdr) unsigned char control[kPacketInfoSpace];  // wildcard listeners
 };
+
+namespace {
+
+// The destination of a datagram received on a wildcard listener.
+ReplySource destination_of(msghdr& header)
+{
+    ReplySource source;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&header); c != nullptr; c = CMSG_NXTHDR(&header, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            in_pktinfo info;
+            std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+            source.family = AF_INET;
+            source.ip.v4 = info.ipi_addr;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            in6_pktinfo info;
+            std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+            source.family = AF_INET6;
+            source.ip.v6 = info.ipi6_addr;
+            source.interface = info.ipi6_ifindex;
+        }
+    }
+    return source;
+}
+
+// Asks for the reply in `header` to leave from `source`.
+void set_reply_source(msghdr& header, unsigned char* control, const ReplySource& source)
+{
+    header.msg_control = control;
+    cmsghdr* c = nullptr;
+    if (source.family == AF_INET) {
+        header.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
+        c = CMSG_FIRSTHDR(&header);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+        in_pktinfo info{};
+        info.ipi_spec_dst = source.ip.v4;  // the source address; routing picks the interface
+        std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+    } else {
+        header.msg_controllen = CMSG_SPACE(sizeof(in6_pktinfo));
+        c = CMSG_FIRSTHDR(&header);
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(in6_pktinfo));
+        in6_pktinfo info{};
+        info.ipi6_addr = source.ip.v6;
+        // A link-local address means nothing without its interface.
+        if (IN6_IS_ADDR_LINKLOCAL(&source.ip.v6))
+            info.ipi6_ifindex = source.interface;
+        std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+    }
+}
+
+} // namespace
 
 // ---- UdpFlow ------------------------------------------------------------------
 
@@ -106,6 +166,7 @@ void UdpFlow::on_readable(int)
 
 UdpListener::UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
     : Listener(config, listener_counters(worker, config), worker.index()), worker_(worker), fd_(std::move(fd)),
+      wildcard_(config.listen.is_wildcard()),
       receive_slots_(new std::byte[kBatch * kSlotSize]),
       reply_arena_(new std::byte[kReplyArena]),
       incoming_(new Incoming[kBatch]),
@@ -155,8 +216,13 @@ void UdpListener::on_readable(int)
 {
     for (int batch = 0; batch < kMaxBatchesPerWake; ++batch) {
         for (int i = 0; i < kBatch; ++i) {
-            receive_headers_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
-            receive_headers_[i].msg_hdr.msg_flags = 0;
+            msghdr& h = receive_headers_[i].msg_hdr;
+            h.msg_namelen = sizeof(sockaddr_storage);
+            h.msg_flags = 0;
+            if (wildcard_) {
+                h.msg_control = incoming_[i].control;
+                h.msg_controllen = sizeof(incoming_[i].control);
+            }
         }
         int n = ::recvmmsg(fd_.get(), receive_headers_.get(), kBatch, MSG_DONTWAIT, nullptr);
         if (n < 0) {
@@ -168,14 +234,16 @@ void UdpListener::on_readable(int)
             return;
         }
         for (int i = 0; i < n; ++i) {
-            const msghdr& h = receive_headers_[i].msg_hdr;
+            msghdr& h = receive_headers_[i].msg_hdr;
             if (h.msg_flags & MSG_TRUNC) [[unlikely]] {
                 stats_.dropped.fetch_add(1, std::memory_order_relaxed);
                 continue;
             }
             SocketAddress client = SocketAddress::from_sockaddr(static_cast<const sockaddr*>(h.msg_name),
                                                                 h.msg_namelen);
-            forward(client, static_cast<const std::byte*>(incoming_[i].data.iov_base), receive_headers_[i].msg_len);
+            ReplySource source = wildcard_ ? destination_of(h) : ReplySource{};
+            forward(client, source, static_cast<const std::byte*>(incoming_[i].data.iov_base),
+                    receive_headers_[i].msg_len);
         }
         if (n < kBatch)
             return;  // the queue is drained; epoll tells us about the next one
@@ -185,7 +253,8 @@ void UdpListener::on_readable(int)
 // One datagram from `client`: to its flow's backend, starting the flow first
 // if it has none. A send the backend refused (an ICMP error queued from an
 // earlier datagram) ends that flow; the datagram then gets one new flow.
-void UdpListener::forward(const SocketAddress& client, const std::byte* data, std::size_t length)
+void UdpListener::forward(const SocketAddress& client, const ReplySource& source, const std::byte* data,
+                          std::size_t length)
 {
     UdpFlow* flow = flows_.find(client);
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -197,6 +266,7 @@ void UdpListener::forward(const SocketAddress& client, const std::byte* data, st
         IoResult sent = write_some(flow->fd(), data, length);
         if (sent.ok()) [[likely]] {
             flow->count_request();
+            flow->source = source;
             flows_.touch(flow, worker_.loop().now());
             worker_.table().add_bytes(flow->backend(), length, 0);
             stats_.bytes_in.fetch_add(length, std::memory_order_relaxed);
@@ -285,6 +355,8 @@ void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
     h.msg_namelen = reply.client.length();
     h.msg_iov = &reply.data;
     h.msg_iovlen = 1;
+    if (flow.source.family != AF_UNSPEC)
+        set_reply_source(h, reply.control, flow.source);
     ++reply_count_;
     // Keep the next reply 16-byte aligned; the arena always has a slot free.
     reply_used_ += (length + 15) & ~std::size_t{15};

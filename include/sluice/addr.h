@@ -32,6 +32,8 @@ public:
     socklen_t length() const noexcept { return length_; }
     int family() const noexcept { return storage_.ss_family; }
     bool is_ipv6() const noexcept { return family() == AF_INET6; }
+    // 0.0.0.0 or [::]: bound to every local address.
+    bool is_wildcard() const noexcept;
     bool empty() const noexcept { return length_ == 0; }
 
     std::uint16_t port() const noexcept;

@@ -65,7 +65,7 @@ struct ListenerConfig {
     Protocol protocol = Protocol::Tcp;
     std::string pool;
     Duration idle_timeout{0}; // 0 = none; UDP default 30s
-    int responses = 0;        // UDP: end a flow after this many replies; 0 = unlimited
+    int responses = 0;        // UDP: end a flow at this many replies per datagram; 0 = unlimited
     std::string access_log;   // "" = off; "-" = stderr; else a file path
 };
 

@@ -22,6 +22,8 @@ struct ListenOptions {
 Result<UniqueFd> open_tcp_listener(const SocketAddress& address, const ListenOptions& options);
 
 // A bound UDP socket (SO_REUSEPORT when asked), for listeners and servers.
+// Bound to a wildcard address, it also reports each datagram's destination
+// address (IP_PKTINFO / IPV6_RECVPKTINFO), so replies can leave from it.
 Result<UniqueFd> open_udp_socket(const SocketAddress& address, bool reuse_port);
 
 // A UDP socket connect()ed to `peer` (so replies arrive only from it and an

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <netinet/in.h>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -38,6 +39,19 @@ struct mmsghdr;
 namespace sluice {
 
 struct WorkerGeneration;
+
+// Where a client's datagrams arrived, on a wildcard listener (0.0.0.0, [::]):
+// its replies leave from that address (IP_PKTINFO / IPV6_PKTINFO). Left to
+// routing, the kernel would pick the source itself, and a client that sent to
+// another of the host's addresses would drop replies from the "wrong" one.
+struct ReplySource {
+    sa_family_t family = AF_UNSPEC;  // AF_UNSPEC: the kernel chooses
+    unsigned interface = 0;          // used for IPv6 link-local addresses only
+    union {
+        in_addr v4;
+        in6_addr v6;
+    } ip{};
+};
 struct PoolRuntime;
 
 // Key of the flow table: the client's IP and port.
@@ -153,6 +167,8 @@ public:
     const PoolRuntime& pool() const noexcept { return *pool_; }
     std::uint32_t replies() const noexcept { return replies_; }
     void count_reply() noexcept { ++replies_; }
+    // The address the client last sent to (wildcard listeners only).
+    ReplySource source;
     void count_request() noexcept { ++requests_; }
     // `responses` replies have come for every datagram sent (nginx's
     // proxy_responses): a client with several queries in flight from one port
@@ -218,7 +234,8 @@ public:
 
 private:
     void on_readable(int revents);
-    void forward(const SocketAddress& client, const std::byte* data, std::size_t length);
+    void forward(const SocketAddress& client, const ReplySource& source, const std::byte* data,
+                 std::size_t length);
     UdpFlow* open_flow(const SocketAddress& client);
     void note_flow_cap();
     void on_idle_timer();
@@ -233,6 +250,9 @@ private:
     ev_prepare prepare_;  // flushes queued replies before the loop blocks
     FlowTable<UdpFlow> flows_;
     bool cap_logged_ = false;
+    // Bound to 0.0.0.0 or [::]: datagrams carry their destination address
+    // (open_udp_socket asked for it) and replies are sent from it.
+    bool wildcard_ = false;
 
     // Allocated once per listener per worker and never initialised, so only
     // the pages that large datagrams touch become resident.

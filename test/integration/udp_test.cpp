@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <fmt/format.h>
@@ -29,16 +30,17 @@ namespace {
 
 // A config with one udp listener "front" on 127.0.0.1:0 in front of pool "p".
 std::string udp_config(const std::vector<std::string>& backends, const std::string& listener_extra = "",
-                       const std::string& pool_extra = "", const std::string& global_extra = "workers = 2")
+                       const std::string& pool_extra = "", const std::string& global_extra = "workers = 2",
+                       const std::string& listen = "127.0.0.1:0")
 {
     std::string list;
     for (const auto& b : backends)
         list += fmt::format("  {{ address = \"{}\" }},\n", b);
     return fmt::format("[global]\n{}\n\n"
-                       "[[listeners]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\n"
+                       "[[listeners]]\nname = \"front\"\nlisten = \"{}\"\nprotocol = \"udp\"\n"
                        "pool = \"p\"\n{}\n\n"
                        "[pools.p]\n{}\nbackends = [\n{}]\n",
-                       global_extra, listener_extra, pool_extra, list);
+                       global_extra, listen, listener_extra, pool_extra, list);
 }
 
 // A client socket connected to sluice's listener, from `source_ip` and a port
@@ -146,6 +148,74 @@ void raise_fd_limit()
     limit.rlim_cur = limit.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &limit);
 }
+
+// A UDP backend that holds queries until it has `batch` of them, then echoes
+// them all: that many queries are then certainly in flight on one flow at
+// once, whatever the timing.
+class BatchingUdpBackend {
+public:
+    explicit BatchingUdpBackend(std::size_t batch) : batch_(batch)
+    {
+        fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd_ >= 0);
+        sockaddr_in at{};
+        at.sin_family = AF_INET;
+        at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&at), sizeof(at)) == 0);
+        socklen_t len = sizeof(at);
+        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&at), &len) == 0);
+        port_ = ntohs(at.sin_port);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~BatchingUdpBackend()
+    {
+        stop_ = true;
+        thread_.join();
+        ::close(fd_);
+    }
+    BatchingUdpBackend(const BatchingUdpBackend&) = delete;
+    BatchingUdpBackend& operator=(const BatchingUdpBackend&) = delete;
+
+    std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+private:
+    struct Held {
+        sockaddr_storage from;
+        socklen_t from_len;
+        std::string data;
+    };
+
+    void run()
+    {
+        std::vector<Held> held;
+        while (!stop_) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 50) != 1)
+                continue;
+            Held h{};
+            h.from_len = sizeof(h.from);
+            h.data.resize(65536);
+            ssize_t n = ::recvfrom(fd_, h.data.data(), h.data.size(), 0, reinterpret_cast<sockaddr*>(&h.from),
+                                   &h.from_len);
+            if (n < 0)
+                continue;
+            h.data.resize(static_cast<std::size_t>(n));
+            held.push_back(std::move(h));
+            if (held.size() < batch_)
+                continue;
+            for (const Held& q : held)
+                ::sendto(fd_, q.data.data(), q.data.size(), 0, reinterpret_cast<const sockaddr*>(&q.from),
+                         q.from_len);
+            held.clear();
+        }
+    }
+
+    std::size_t batch_;
+    int fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
 
 } // namespace
 
@@ -309,11 +379,13 @@ TEST_CASE("responses = 1 keeps a flow until every query in flight on it is answe
     // A resolver (or dnsperf) sends several queries from one port before the
     // first answer comes back. Ending the flow at the first answer would close
     // the socket the other answers arrive on; like NGINX's proxy_responses,
-    // the flow ends once it has one answer per query it carried.
-    EchoBackend a("a", "echo", "127.0.0.1:0", Transport::Udp);
+    // the flow ends once it has one answer per query it carried. The backend
+    // answers only when it holds all five, so they are surely in flight
+    // together.
+    constexpr int kInFlight = 5;
+    BatchingUdpBackend a(kInFlight);
     Sluice sluice(udp_config({a.address()}, "responses = 1", "", "workers = 1"), {"-d"});
     UdpClient client(sluice.port("front"));
-    constexpr int kInFlight = 5;
     for (std::size_t round = 0; round < 3; ++round) {
         std::set<std::string> sent, answered;
         for (int i = 0; i < kInFlight; ++i) {
@@ -333,6 +405,36 @@ TEST_CASE("responses = 1 keeps a flow until every query in flight on it is answe
                          5s));
     }
     CHECK(sluice.process().count_lines("ended (responses, 1 replies)") == 0);
+}
+
+TEST_CASE("a wildcard listener answers from the address each client sent to")
+{
+    // Bound to 0.0.0.0, sluice must reply from the address the datagram came
+    // to, or a client that sent to a secondary address (127.0.0.2 here; the
+    // kernel would pick 127.0.0.1 by route) drops the reply: its socket is
+    // connected to 127.0.0.2, so it accepts datagrams from there only.
+    EchoBackend a("a", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address()}, "", "", "workers = 2", "0.0.0.0:0"));
+    for (const char* ip : {"127.0.0.2", "127.0.0.1", "127.0.0.3"}) {
+        UdpClient client(sluice.port("front"), ip);
+        for (int i = 0; i < 3; ++i) {
+            std::string query = fmt::format("to {} #{}", ip, i);
+            auto reply = client.ask(query);
+            INFO(query);
+            REQUIRE(reply);
+            CHECK(*reply == query);
+        }
+    }
+}
+
+TEST_CASE("a wildcard IPv6 listener answers over IPv6")
+{
+    EchoBackend a("a", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address()}, "", "", "workers = 1", "[::]:0"));
+    UdpClient client(sluice.port("front"), "::1");
+    auto reply = client.ask("over v6");
+    REQUIRE(reply);
+    CHECK(*reply == "over v6");
 }
 
 TEST_CASE("1000 concurrent flows are all answered")
