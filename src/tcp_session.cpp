@@ -250,14 +250,21 @@ TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_
 
 std::optional<bool> TcpSession::borrow_transit(Direction& dir, bool via_pipe)
 {
+    // Called with nothing pending, so the transit not chosen is empty: give it
+    // back, or a direction switching modes would hold a pipe and a buffer.
     if (via_pipe) {
         if (!dir.pipe.valid())
             dir.pipe = worker_.pipes().acquire();
-        if (dir.pipe.valid())
+        if (dir.pipe.valid()) {
+            if (dir.buffer)
+                worker_.buffers().release(std::move(dir.buffer));
             return true;
+        }
         // No pipe (descriptor limit): this direction copies through a buffer.
         dir.splice_off = true;
     }
+    if (dir.pipe.valid())
+        worker_.pipes().release(std::move(dir.pipe));
     if (!dir.buffer)
         dir.buffer = worker_.buffers().acquire();
     if (!dir.buffer)
