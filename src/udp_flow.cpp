@@ -71,11 +71,17 @@ ReplySource destination_of(msghdr& header)
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
             in_pktinfo info;
             std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+            // A datagram sent to a multicast or broadcast address cannot be
+            // answered from that address: the kernel chooses then.
+            if (IN_MULTICAST(ntohl(info.ipi_addr.s_addr)) || info.ipi_addr.s_addr == htonl(INADDR_BROADCAST))
+                continue;
             source.family = AF_INET;
             source.ip.v4 = info.ipi_addr;
         } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
             in6_pktinfo info;
             std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+            if (IN6_IS_ADDR_MULTICAST(&info.ipi6_addr))
+                continue;
             source.family = AF_INET6;
             source.ip.v6 = info.ipi6_addr;
             source.interface = info.ipi6_ifindex;
