@@ -156,15 +156,7 @@ class BatchingUdpBackend {
 public:
     explicit BatchingUdpBackend(std::size_t batch) : batch_(batch)
     {
-        fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in at{};
-        at.sin_family = AF_INET;
-        at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&at), sizeof(at)) == 0);
-        socklen_t len = sizeof(at);
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&at), &len) == 0);
-        port_ = ntohs(at.sin_port);
+        fd_ = bind_loopback(SOCK_DGRAM, &port_);
         thread_ = std::thread([this] { run(); });
     }
     ~BatchingUdpBackend()

@@ -321,20 +321,26 @@ void EchoBackend::stop()
 
 // ---- ScriptedServer ---------------------------------------------------------------
 
-namespace {
-
-int listen_loopback(int backlog, std::uint16_t* port)
+int bind_loopback(int type, std::uint16_t* port)
 {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
     REQUIRE(fd >= 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    REQUIRE(::listen(fd, backlog) == 0);
     socklen_t len = sizeof(addr);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
     *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+namespace {
+
+int listen_loopback(int backlog, std::uint16_t* port)
+{
+    int fd = bind_loopback(SOCK_STREAM, port);
+    REQUIRE(::listen(fd, backlog) == 0);
     return fd;
 }
 
@@ -474,16 +480,9 @@ std::uint16_t unused_port()
     // Bound but never listening, then closed: the port is free again and a
     // SYN to it is answered with RST. Another process could take it in
     // between, which on a test machine's loopback does not happen in practice.
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    socklen_t len = sizeof(addr);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
+    std::uint16_t port = 0;
+    ::close(bind_loopback(SOCK_STREAM, &port));
+    return port;
 }
 
 int connect_tcp(std::uint16_t port, const std::string& ip, const std::string& source_ip)

@@ -191,6 +191,9 @@ public:
 // A loopback port nothing listens on (bound once to learn a free port, then
 // closed): a connect to 127.0.0.1 on it is refused.
 std::uint16_t unused_port();
+// A socket of `type` (SOCK_STREAM, SOCK_DGRAM) bound to 127.0.0.1 on a port
+// the kernel picks, returned in `port`.
+int bind_loopback(int type, std::uint16_t* port);
 
 // Blocking client helpers. All calls fail the test (Catch2 REQUIRE) on error
 // unless they report the error.
