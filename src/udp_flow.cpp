@@ -272,7 +272,8 @@ void UdpListener::forward(const SocketAddress& client, const ReplySource& source
         IoResult sent = write_some(flow->fd(), data, length);
         if (sent.ok()) [[likely]] {
             flow->count_request();
-            flow->source = source;
+            if (wildcard_)
+                flow->source = source;
             flows_.touch(flow, worker_.loop().now());
             worker_.table().add_bytes(flow->backend(), length, 0);
             stats_.bytes_in.fetch_add(length, std::memory_order_relaxed);
