@@ -128,10 +128,6 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> genera
     : listener_(listener), generation_(std::move(generation)), pool_(&pool), socket_(std::move(socket)),
       backend_(backend)
 {
-    // The default receive buffer (~208 KiB) holds only a few 64 KiB replies;
-    // a burst of large datagrams from the backend would overflow it. The size
-    // is a limit, not an allocation: an idle flow costs nothing for it.
-    set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
 }
@@ -146,6 +142,13 @@ UdpFlow::~UdpFlow()
     worker.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
 }
 
+// The size is a limit, not an allocation: an idle flow costs nothing for it.
+void UdpFlow::raise_receive_buffer() noexcept
+{
+    set_buffer_sizes(socket_.get(), UdpListener::kFlowReceiveBuffer, 0);
+    large_buffer_ = true;
+}
+
 // One reply per readable event. One is the common case (a query, its answer);
 // level-triggered epoll brings the flow back while more are queued, so a
 // chatty backend cannot starve the other flows.
@@ -155,6 +158,7 @@ void UdpFlow::on_readable(int)
     IoResult got = read_some(socket_.get(), space, UdpListener::kSlotSize);
     if (got.ok()) [[likely]] {
         // A 0-byte datagram is a legal reply, not an end of stream.
+        note_datagram_size(static_cast<std::size_t>(got.bytes));
         listener_.queue_reply(*this, static_cast<std::size_t>(got.bytes));
         return;  // queue_reply may have ended the flow
     }
@@ -269,6 +273,8 @@ void UdpListener::forward(const SocketAddress& client, const ReplySource& source
             if (!flow)
                 return;  // counted by open_flow
         }
+        // Before the send: the replies to a large request may come in a burst.
+        flow->note_datagram_size(length);
         IoResult sent = write_some(flow->fd(), data, length);
         if (sent.ok()) [[likely]] {
             flow->count_request();

@@ -170,6 +170,14 @@ public:
     // The address the client last sent to (wildcard listeners only).
     ReplySource source;
     void count_request() noexcept { ++requests_; }
+    // A datagram of `length` bytes went through the flow, either way. The
+    // first one larger than an Ethernet frame's payload raises the socket's
+    // receive buffer (see kFlowReceiveBuffer); most flows never pay for it.
+    void note_datagram_size(std::size_t length) noexcept
+    {
+        if (length > kLargeDatagram && !large_buffer_) [[unlikely]]
+            raise_receive_buffer();
+    }
     // `responses` replies have come for every datagram sent (nginx's
     // proxy_responses): a client with several queries in flight from one port
     // keeps its flow until the last answer. 0 = never.
@@ -180,7 +188,12 @@ public:
     }
 
 private:
+    // 1472 = 1500-byte MTU - IPv4 and UDP headers. The default receive buffer
+    // (~208 KiB) queues about a hundred replies up to that size.
+    static constexpr std::size_t kLargeDatagram = 1472;
+
     void on_readable(int revents);
+    void raise_receive_buffer() noexcept;
 
     UdpListener& listener_;
     // The generation the flow started under stays alive while it runs, so a
@@ -192,6 +205,7 @@ private:
     BackendId backend_;
     std::uint32_t requests_ = 0;  // datagrams sent to the backend
     std::uint32_t replies_ = 0;   // datagrams received from it
+    bool large_buffer_ = false;   // raise_receive_buffer() done
 };
 
 // One worker's socket of a `protocol = "udp"` listener, and its flows.
@@ -209,7 +223,11 @@ public:
     // Listener socket buffers (capped by net.core.{r,w}mem_max): bursts of
     // large datagrams must not overflow the kernel's default ~208 KiB.
     static constexpr int kSocketBuffer = 4 << 20;
-    // Receive buffer of each flow's backend socket.
+    // Receive buffer of a flow's backend socket once the flow has carried a
+    // datagram too large for an Ethernet frame: the default (~208 KiB) holds
+    // only three 64 KiB replies, and a burst of them would overflow it. Flows
+    // of small datagrams (DNS, syslog, games) keep the default and save the
+    // setsockopt: one syscall in seven for a one-query flow.
     static constexpr int kFlowReceiveBuffer = 1 << 20;
 
     UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
@@ -233,7 +251,12 @@ public:
     Worker& worker() noexcept { return worker_; }
 
 private:
+    // 1472 = 1500-byte MTU - IPv4 and UDP headers. The default receive buffer
+    // (~208 KiB) queues about a hundred replies up to that size.
+    static constexpr std::size_t kLargeDatagram = 1472;
+
     void on_readable(int revents);
+    void raise_receive_buffer() noexcept;
     void forward(const SocketAddress& client, const ReplySource& source, const std::byte* data,
                  std::size_t length);
     UdpFlow* open_flow(const SocketAddress& client);

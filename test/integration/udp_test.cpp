@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <csignal>
@@ -21,7 +22,10 @@
 #include <poll.h>
 #include <set>
 #include <sys/resource.h>
+#include <fstream>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace sluice::test;
@@ -147,6 +151,46 @@ void raise_fd_limit()
     ::getrlimit(RLIMIT_NOFILE, &limit);
     limit.rlim_cur = limit.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+// SO_RCVBUF of each UDP socket `pid` holds that is connected to
+// 127.0.0.1:`backend_port` (its flows towards that backend), sorted. The
+// sockets are borrowed with pidfd_getfd(2), which root may do.
+std::vector<int> flow_receive_buffers(pid_t pid, std::uint16_t backend_port)
+{
+    std::vector<int> sizes;
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    REQUIRE(pidfd >= 0);
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
+        int fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, std::stoi(entry.path().filename()), 0));
+        if (fd < 0)
+            continue;  // closed meanwhile
+        int type = 0;
+        socklen_t length = sizeof(type);
+        sockaddr_in peer{};
+        socklen_t peer_length = sizeof(peer);
+        if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_DGRAM
+            && ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) == 0
+            && peer.sin_family == AF_INET && ntohs(peer.sin_port) == backend_port) {
+            int size = 0;
+            length = sizeof(size);
+            ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &length);
+            sizes.push_back(size);
+        }
+        ::close(fd);
+    }
+    ::close(pidfd);
+    std::sort(sizes.begin(), sizes.end());
+    return sizes;
+}
+
+int read_sysctl(const std::string& path)
+{
+    std::ifstream in(path);
+    int value = 0;
+    in >> value;
+    return value;
 }
 
 // A UDP backend that holds queries until it has `batch` of them, then echoes
@@ -307,6 +351,52 @@ TEST_CASE("a burst of 65507-byte datagrams on one flow arrives whole")
     // Loopback with 4 MiB socket buffers keeps a burst of 20; none may be altered.
     CHECK(damaged == 0);
     CHECK(intact == 20);
+}
+
+TEST_CASE("a flow raises its receive buffer only once it carries a datagram larger than an Ethernet frame")
+{
+    EchoBackend echo("e", "echo", "127.0.0.1:0", Transport::Udp);
+    // A backend that answers any query with 4000 bytes: a large reply.
+    std::uint16_t big_port = 0;
+    int big = bind_loopback(SOCK_DGRAM, &big_port);
+    std::thread answering([big] {
+        char query[2048];
+        sockaddr_storage from{};
+        socklen_t from_length = sizeof(from);
+        pollfd p{big, POLLIN, 0};
+        if (::poll(&p, 1, 10000) != 1)
+            return;
+        if (::recvfrom(big, query, sizeof(query), 0, reinterpret_cast<sockaddr*>(&from), &from_length) < 0)
+            return;
+        std::string reply(4000, 'r');
+        ::sendto(big, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), from_length);
+    });
+    std::string config = udp_config({echo.address()}, "", "", "workers = 1")
+        + fmt::format("\n[[listeners]]\nname = \"big\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\n"
+                      "pool = \"q\"\n\n[pools.q]\nbackends = [ {{ address = \"127.0.0.1:{}\" }} ]\n",
+                      big_port);
+    Sluice sluice(config);
+    pid_t pid = sluice.process().pid();
+
+    UdpClient small(sluice.port("front"));
+    UdpClient large(sluice.port("front"));
+    UdpClient small_query(sluice.port("big"));
+    REQUIRE(small.ask(std::string(1472, 's')));
+    REQUIRE(large.ask(std::string(1473, 'l')));
+    small_query.send("q");
+    auto reply = small_query.receive(5s);
+    answering.join();
+    ::close(big);
+    REQUIRE(reply);
+    CHECK(reply->size() == 4000);
+
+    // setsockopt(SO_RCVBUF, n) gives 2 * min(n, rmem_max); untouched is rmem_default.
+    const int untouched = read_sysctl("/proc/sys/net/core/rmem_default");
+    const int raised = 2 * std::min(1 << 20, read_sysctl("/proc/sys/net/core/rmem_max"));
+    REQUIRE(raised != untouched);
+    auto echo_flows = flow_receive_buffers(pid, echo.port());
+    CHECK(echo_flows == std::vector<int>{std::min(untouched, raised), std::max(untouched, raised)});
+    CHECK(flow_receive_buffers(pid, big_port) == std::vector<int>{raised});
 }
 
 TEST_CASE("a quiet flow ends after idle_timeout and frees its socket")
