@@ -116,6 +116,24 @@ long long ms(Duration d)
     return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
 
+// `count` clients in a row are each closed by sluice, without a byte and
+// within a second.
+void expect_turned_away(std::uint16_t port, int count)
+{
+    for (int i = 0; i < count; ++i) {
+        Fd client(connect_tcp(port));
+        set_receive_timeout(client, 5s);
+        auto start = Clock::now();
+        int error = 0;
+        std::string got = recv_until_eof(client, &error);
+        auto waited = Clock::now() - start;
+        INFO("client " << i << " closed after " << ms(waited) << " ms, errno " << error);
+        CHECK(got.empty());
+        CHECK((error == 0 || error == ECONNRESET));  // closed by sluice, not by our timeout
+        CHECK(waited < 1s);
+    }
+}
+
 } // namespace
 
 TEST_CASE("least_conn sends each new session to the backend with the fewest active sessions across workers")
@@ -403,18 +421,7 @@ TEST_CASE("with every backend down a client is closed at once and the pool state
     REQUIRE(wait_logged(log, "p/a is DOWN", kDownBudget + kSlack));
     REQUIRE(wait_logged(log, "p/b is DOWN", kDownBudget + kSlack));
 
-    for (int i = 0; i < 20; ++i) {
-        Fd client(connect_tcp(port));
-        set_receive_timeout(client, 5s);
-        auto start = Clock::now();
-        int error = 0;
-        std::string got = recv_until_eof(client, &error);
-        auto waited = Clock::now() - start;
-        INFO("client " << i << " closed after " << ms(waited) << " ms, errno " << error);
-        CHECK(got.empty());
-        CHECK((error == 0 || error == ECONNRESET));  // closed by sluice, not by our timeout
-        CHECK(waited < 1s);
-    }
+    expect_turned_away(port, 20);
     // Twenty clients turned away, one state: one line. (The log reader runs
     // on its own thread; the line was written before the first close.)
     REQUIRE(wait_until([&] { return log.count_lines("pool p has no usable backend") >= 1; }));
@@ -443,18 +450,7 @@ TEST_CASE("without health checks clients of a pool whose backends all refuse are
     // The first clients try both backends (and give up on retries: their
     // own bad luck, not yet the pool's state); three failures each mark them
     // down, and from then on no backend is usable.
-    for (int i = 0; i < 20; ++i) {
-        Fd client(connect_tcp(port));
-        set_receive_timeout(client, 5s);
-        auto start = Clock::now();
-        int error = 0;
-        std::string got = recv_until_eof(client, &error);
-        auto waited = Clock::now() - start;
-        INFO("client " << i << " closed after " << ms(waited) << " ms, errno " << error);
-        CHECK(got.empty());
-        CHECK((error == 0 || error == ECONNRESET));
-        CHECK(waited < 1s);
-    }
+    expect_turned_away(port, 20);
     INFO(log.output());
     REQUIRE(wait_logged(log, "pool p has no usable backend", 5s));
     CHECK(log.count_lines("p/a is DOWN (3 connect failures within 60000ms") == 1);

@@ -135,6 +135,17 @@ std::string who(const std::optional<std::string>& reply)
     return reply->substr(0, reply->find('\n'));
 }
 
+// `count` new clients (a flow each) ask once; how many each backend answered.
+std::map<std::string, int> new_flows_by_backend(std::uint16_t port, int count, const std::string& tag)
+{
+    std::map<std::string, int> answered;
+    for (int i = 0; i < count; ++i) {
+        UdpClient client(port);
+        ++answered[who(client.ask(fmt::format("{} {}", tag, i)))];
+    }
+    return answered;
+}
+
 std::size_t open_fds(pid_t pid)
 {
     std::size_t n = 0;
@@ -624,11 +635,7 @@ TEST_CASE("a backend that refuses (ICMP port unreachable) stops getting new flow
     }
     REQUIRE(sluice.process().wait_for_line("is DOWN", 5s));
     CHECK(wait_until([&] { return sluice.process().count_lines("ended (backend-refused") == 2; }, 5s));
-    std::map<std::string, int> flows;
-    for (int i = 0; i < 20; ++i) {
-        UdpClient client(sluice.port("front"));
-        ++flows[who(client.ask(fmt::format("after {}", i)))];
-    }
+    std::map<std::string, int> flows = new_flows_by_backend(sluice.port("front"), 20, "after");
     CHECK(flows["a"] == 20);
     // No new flow went to b once it was down: no further refusal.
     CHECK(sluice.process().count_lines("ended (backend-refused") == 2);
@@ -645,21 +652,13 @@ TEST_CASE("an active udp probe takes a dead backend out before clients notice")
                              "workers = 1"),
                   {"-d"});
     {
-        std::map<std::string, int> before;
-        for (int i = 0; i < 4; ++i) {
-            UdpClient client(sluice.port("front"));
-            ++before[who(client.ask(fmt::format("before {}", i)))];
-        }
+        std::map<std::string, int> before = new_flows_by_backend(sluice.port("front"), 4, "before");
         CHECK(before["a"] == 2);
         CHECK(before["b"] == 2);
     }
     b.stop();
     REQUIRE(sluice.process().wait_for_line("is DOWN", 5s));
-    std::map<std::string, int> flows;
-    for (int i = 0; i < 20; ++i) {
-        UdpClient client(sluice.port("front"));
-        ++flows[who(client.ask(fmt::format("after {}", i)))];
-    }
+    std::map<std::string, int> flows = new_flows_by_backend(sluice.port("front"), 20, "after");
     CHECK(flows["a"] == 20);
     // The probe found b dead first: no client flow ever went to it.
     CHECK(sluice.process().count_lines("ended (backend-refused") == 0);
