@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <pthread.h>
 #include <cstring>
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -366,6 +367,7 @@ void AdminServer::start(std::shared_ptr<const Runtime> runtime, std::vector<Work
         metrics_io_.set_events(EV_READ);
     }
     thread_ = std::thread([this] { loop_.run(); });
+    ::pthread_setname_np(thread_.native_handle(), "sluice-admin");
 }
 
 void AdminServer::update(std::shared_ptr<const Runtime> runtime)

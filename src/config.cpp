@@ -47,8 +47,8 @@ namespace {
 using KeyList = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners", "pools"};
-constexpr std::array<std::string_view, 6> kGlobalKeys{
-    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog", "splice"};
+constexpr std::array<std::string_view, 7> kGlobalKeys{
+    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog", "splice", "cpu_affinity"};
 constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
 constexpr std::array<std::string_view, 7> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log"};
@@ -524,6 +524,54 @@ private:
         in.integer("pipe_size", IntRange{4096, 64 << 20}, out.pipe_size);
         in.integer("backlog", IntRange{1, 65535}, out.backlog);
         in.boolean("splice", out.splice);
+        read_cpu_affinity(in, out.cpu_affinity);
+    }
+
+    // "none", "auto", or a list of CPU numbers. Whether the CPUs exist and
+    // are allowed to this process is checked when workers are bound (start and
+    // reload), since `--check` may run on another machine.
+    void read_cpu_affinity(const TableReader& in, CpuAffinity& out) const
+    {
+        const toml::node* value = in.node("cpu_affinity");
+        if (!value)
+            return;
+        constexpr std::string_view expected = R"("none", "auto", or an array of CPU numbers such as [0, 1])";
+        if (const auto* text = value->as_string()) {
+            if (text->get() == "none")
+                out = CpuAffinity{};
+            else if (text->get() == "auto")
+                out = CpuAffinity{CpuAffinity::Mode::Auto, {}};
+            else
+                diag_.report(value->source().begin,
+                             fmt::format(R"(unknown cpu_affinity "{}", expected {})", text->get(), expected));
+            return;
+        }
+        const toml::array* array = value->as_array();
+        if (!array) {
+            diag_.report_type(*value, "cpu_affinity", expected);
+            return;
+        }
+        if (array->empty()) {
+            diag_.report(value->source().begin,
+                         R"(cpu_affinity is empty, expected at least one CPU number, or "none")");
+            return;
+        }
+        constexpr IntRange kCpuNumber{0, CpuAffinity::kMaxCpu};
+        std::vector<int> cpus;
+        for (const toml::node& element : *array) {
+            if (!element.is_integer()) {
+                diag_.report_type(element, "a cpu_affinity entry", kCpuNumber.expected());
+                return;
+            }
+            std::int64_t cpu = element.as_integer()->get();
+            if (!kCpuNumber.contains(cpu)) {
+                diag_.report(element.source().begin, fmt::format("cpu_affinity entry {} is out of range, expected {}",
+                                                                 cpu, kCpuNumber.expected()));
+                return;
+            }
+            cpus.push_back(static_cast<int>(cpu));
+        }
+        out = CpuAffinity{CpuAffinity::Mode::List, std::move(cpus)};
     }
 
     void read_admin(const toml::table& table, AdminConfig& out) const

@@ -4,6 +4,7 @@
 #include "sluice/socket.h"
 
 #include <algorithm>
+#include <pthread.h>
 #include <cassert>
 #include <optional>
 #include <string>
@@ -314,6 +315,7 @@ void HealthProber::start(std::shared_ptr<const Runtime> runtime)
     // every watcher is touched from the prober thread only.
     update(std::move(runtime));
     thread_ = std::thread([this] { loop_.run(); });
+    ::pthread_setname_np(thread_.native_handle(), "sluice-health");
 }
 
 void HealthProber::update(std::shared_ptr<const Runtime> runtime)

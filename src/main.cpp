@@ -1,6 +1,7 @@
 // sluice: wiring only. Parsing, policy and I/O live in their modules.
 #include "sluice/cli.h"
 #include "sluice/config.h"
+#include "sluice/cpu_affinity.h"
 #include "sluice/log.h"
 #include "sluice/server.h"
 
@@ -36,6 +37,14 @@ int main(int argc, char** argv)
     if (!loaded.ok())
         return 1;
     if (cmd.action == CommandLine::Action::Check) {
+        // What only this machine can answer: are the listed CPUs here?
+        const sluice::GlobalConfig& global = loaded.config->global;
+        std::string error;
+        if (!sluice::plan_worker_cpus(global.cpu_affinity, sluice::effective_workers(global.workers),
+                                      sluice::allowed_cpus(), &error)) {
+            fmt::print(stderr, "{}: {}\n", cmd.config_path, error);
+            return 1;
+        }
         fmt::print(stderr, "{}: configuration is valid\n", cmd.config_path);
         return 0;
     }

@@ -1,5 +1,6 @@
 #include "sluice/server.h"
 
+#include "sluice/cpu_affinity.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/reload.h"
@@ -7,6 +8,7 @@
 #include "sluice/socket.h"
 
 #include <csignal>
+#include <fmt/ranges.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <thread>
@@ -100,6 +102,21 @@ bool Server::open_listeners(std::vector<std::vector<UniqueFd>>& per_worker)
     return true;
 }
 
+void Server::bind_workers(const std::vector<int>& cpus)
+{
+    if (cpus == worker_cpus_)
+        return;
+    std::vector<int> allowed = allowed_cpus();
+    for (std::size_t w = 0; w < workers_.size(); ++w)
+        if (cpus[w] != worker_cpus_[w])
+            workers_[w]->bind_cpu(cpus[w], allowed);
+    worker_cpus_ = cpus;
+    if (cpus.front() == kAnyCpu)
+        log::info("workers run on any CPU");
+    else
+        log::info("workers bound to CPUs {} (worker 0 first)", fmt::join(cpus, ","));
+}
+
 int Server::run()
 {
     // Signals are read from a signalfd on this thread; block them here so
@@ -132,6 +149,12 @@ int Server::run()
         return 1;
     }
 
+    std::optional<std::vector<int>> cpus = plan_worker_cpus(global.cpu_affinity, worker_count, allowed_cpus(), &error);
+    if (!cpus) {
+        log::error("{}", error);
+        return 1;
+    }
+
     std::vector<std::vector<UniqueFd>> listener_fds(worker_count);
     if (!open_listeners(listener_fds))
         return 1;
@@ -148,6 +171,8 @@ int Server::run()
         workers_.push_back(std::make_unique<Worker>(i, *shared_, options));
         workers_.back()->start(runtime_, std::move(listener_fds[i]));
     }
+    worker_cpus_.assign(worker_count, kAnyCpu);
+    bind_workers(*cpus);
     std::vector<Worker*> workers;
     for (auto& worker : workers_)
         workers.push_back(worker.get());

@@ -6,6 +6,7 @@
 // running is touched, so a failed reload changes nothing.
 #include "sluice/server.h"
 
+#include "sluice/cpu_affinity.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/reload.h"
@@ -64,6 +65,13 @@ ReloadOutcome Server::reload()
         return fail(std::move(errors));
     }
 
+    std::optional<std::vector<int>> cpus = plan_worker_cpus(next->config.global.cpu_affinity,
+                                                            static_cast<unsigned>(workers_.size()), allowed_cpus(), &error);
+    if (!cpus) {
+        release_new_slots();
+        return fail({error});
+    }
+
     // New listeners get their sockets now; kept ones keep theirs.
     std::vector<std::optional<std::size_t>> kept = match_listeners(runtime_->config, next->config);
     std::vector<std::vector<ListenerHandoff>> handoffs(workers_.size());
@@ -97,6 +105,11 @@ ReloadOutcome Server::reload()
     if (admin_before.socket != admin_after.socket || admin_before.metrics.has_value() != admin_after.metrics.has_value()
         || (admin_before.metrics && !(*admin_before.metrics == *admin_after.metrics)))
         log::warning("reload: [admin] changes take effect at the next restart");
+    const GlobalConfig& global_before = runtime_->config.global;
+    const GlobalConfig& global_after = next->config.global;
+    if (global_before.workers != global_after.workers || global_before.max_connections != global_after.max_connections
+        || global_before.pipe_size != global_after.pipe_size || global_before.splice != global_after.splice)
+        log::warning("reload: [global] workers, max_connections, pipe_size and splice take effect at the next restart");
 
     // Publish. Nothing below can fail.
     std::vector<BackendId> removed = removed_backends(*runtime_, *next);
@@ -108,6 +121,7 @@ ReloadOutcome Server::reload()
     std::shared_ptr<const Runtime> published = next;
     for (std::size_t w = 0; w < workers_.size(); ++w)
         workers_[w]->reload(published, std::move(handoffs[w]), nullptr);
+    bind_workers(*cpus);
     prober_.update(published);
     admin_.update(published);
     generations_.push_back(published);

@@ -2,11 +2,14 @@
 
 #include "sluice/access_log.h"
 #include "sluice/config.h"
+#include "sluice/cpu_affinity.h"
+#include "sluice/errors.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/tcp_session.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 
 namespace sluice {
 
@@ -53,6 +56,9 @@ void Worker::start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd>
         if (auto listener = make_listener(*this, std::move(listener_fds.at(i)), configs[i]))
             listeners_.push_back(std::move(listener));
     thread_ = std::thread([this] { run(); });
+    // "sluice-w0", ...: tells the workers apart in top -H, perf and /proc.
+    std::string name = fmt::format("sluice-w{}", index_);
+    ::pthread_setname_np(thread_.native_handle(), name.c_str());
 }
 
 void Worker::run()
@@ -166,6 +172,14 @@ void Worker::record_session_end(const TcpSession& session, CloseReason reason) n
     } catch (...) {
         // Out of memory: no access line for this session.
     }
+}
+
+void Worker::bind_cpu(int cpu, std::vector<int> allowed)
+{
+    loop_.post([this, cpu, allowed = std::move(allowed)] {
+        if (!bind_current_thread(cpu, allowed))
+            log::warning("worker {}: cannot bind to CPU {}: {}", index_, cpu, describe(classify_errno(errno)));
+    });
 }
 
 void Worker::stop_accepting()

@@ -69,6 +69,17 @@ struct ListenerConfig {
     std::string access_log;   // "" = off; "-" = stderr; else a file path
 };
 
+// Which CPU each worker thread is bound to ([global] cpu_affinity).
+struct CpuAffinity {
+    enum class Mode { None, Auto, List };
+    Mode mode = Mode::None;  // None: the kernel moves threads freely
+    std::vector<int> cpus;   // List: worker N runs on cpus[N % size]
+
+    static constexpr int kMaxCpu = 1023;  // CPU_SETSIZE - 1
+
+    bool operator==(const CpuAffinity&) const = default;
+};
+
 struct GlobalConfig {
     int workers = 0;              // 0 = one per CPU core
     int max_connections = 0;      // 0 = derived from RLIMIT_NOFILE
@@ -76,6 +87,7 @@ struct GlobalConfig {
     std::uint32_t pipe_size = 1u << 20;   // bytes per splice pipe (F_SETPIPE_SZ)
     int backlog = 4096;           // listen(2) backlog
     bool splice = true;           // false: copy through 64 KiB buffers instead (HAProxy's "nosplice")
+    CpuAffinity cpu_affinity;
 };
 
 struct AdminConfig {

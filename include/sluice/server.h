@@ -43,6 +43,9 @@ private:
     // resolved. Logs and returns false on failure (nothing stays open).
     bool open_listener_sockets(const ListenerConfig& listener, SocketAddress& bound,
                                std::vector<std::vector<UniqueFd>>& per_worker);
+    // Binds each worker whose CPU in `cpus` (one per worker, cpu_affinity.h)
+    // differs from the one it has, and logs the new layout.
+    void bind_workers(const std::vector<int>& cpus);
     void on_retire_tick();
     void on_signal(int revents);
     void begin_drain();
@@ -56,6 +59,7 @@ private:
     HealthProber prober_{shared_->table};  // after shared_: probes its table
     std::shared_ptr<Runtime> runtime_;
     std::vector<std::unique_ptr<Worker>> workers_;
+    std::vector<int> worker_cpus_;  // the CPU each worker is bound to, or kAnyCpu
     ProcessStats process_;
     EventLoop control_loop_;
     AdminServer admin_{shared_->table, process_, [this](auto reply) { request_reload(std::move(reply)); }};

@@ -102,6 +102,11 @@ public:
     // Loop thread: one SessionInfo per open session.
     std::vector<SessionInfo> describe_sessions() const;
 
+    // Any thread: the worker's thread binds itself to `cpu`, or to all of
+    // `allowed` for kAnyCpu (cpu_affinity.h). A failure is logged; the worker
+    // keeps running where it was.
+    void bind_cpu(int cpu, std::vector<int> allowed);
+
     // Any thread: stop accepting (close this worker's listener sockets).
     void stop_accepting();
     // Any thread: end every session and stop the loop.

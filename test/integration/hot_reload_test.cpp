@@ -7,6 +7,10 @@
 
 #include <atomic>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sched.h>
 
 using namespace sluice::test;
 
@@ -202,4 +206,79 @@ TEST_CASE("a bad config on reload is rejected with file:line:col and the old one
     Fd again(connect_tcp(sluice.port("front")));
     send_all(again, std::string("still old\n"));
     CHECK(recv_line(again) == "still old");
+}
+
+namespace {
+
+// The CPUs a thread may run on, from sched_getaffinity (tid 0: this thread).
+std::vector<int> cpus_of(pid_t tid)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (::sched_getaffinity(tid, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &set))
+                cpus.push_back(cpu);
+    return cpus;
+}
+
+// The CPUs of each of sluice's worker threads ("sluice-w0", ...), worker 0 first.
+std::vector<std::vector<int>> worker_cpus(pid_t pid)
+{
+    std::map<std::string, std::vector<int>> by_name;
+    for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name.rfind("sluice-w", 0) == 0)
+            by_name[name] = cpus_of(std::stoi(task.path().filename()));
+    }
+    std::vector<std::vector<int>> cpus;
+    for (auto& [name, set] : by_name)
+        cpus.push_back(std::move(set));
+    return cpus;
+}
+
+} // namespace
+
+TEST_CASE("cpu_affinity binds one worker per CPU; a reload rebinds or frees them, and a CPU not here fails it")
+{
+    const std::vector<int> allowed = cpus_of(0);
+    REQUIRE_FALSE(allowed.empty());
+    const int first = allowed.front();
+    const int second = allowed[1 % allowed.size()];
+    const int last = allowed.back();
+
+    EchoBackend a("a");
+    Sluice sluice(ops_config({{"a", a.address()}}, "", "workers = 2\ncpu_affinity = \"auto\""));
+    const pid_t pid = sluice.process().pid();
+    INFO(sluice.process().output());
+    using Layout = std::vector<std::vector<int>>;
+    CHECK(wait_until([&] { return worker_cpus(pid) == Layout{{first}, {second}}; }));
+    CHECK(sluice.process().count_lines(fmt::format("workers bound to CPUs {},{}", first, second)) == 1);
+    Fd client(connect_tcp(sluice.port("front")));
+    send_all(client, std::string("bound\n"));
+    CHECK(recv_line(client) == "bound");
+
+    sluice.rewrite_config(ops_config({{"a", a.address()}}, "", fmt::format("workers = 2\ncpu_affinity = [{}]", last)));
+    sluice.process().send_signal(SIGHUP);
+    REQUIRE(sluice.process().wait_for_line("reload ok (generation 2)"));
+    CHECK(wait_until([&] { return worker_cpus(pid) == Layout{{last}, {last}}; }));
+
+    // A CPU this process may not use: the reload fails and the binding stays.
+    sluice.rewrite_config(ops_config({{"a", a.address()}}, "", "workers = 2\ncpu_affinity = [1023]"));
+    sluice.process().send_signal(SIGHUP);
+    REQUIRE(sluice.process().wait_for_line("reload failed"));
+    CHECK(sluice.process().count_lines("cpu_affinity: CPU 1023 is not available to this process") == 1);
+    CHECK(worker_cpus(pid) == Layout{{last}, {last}});
+
+    sluice.rewrite_config(ops_config({{"a", a.address()}}, "", "workers = 2\ncpu_affinity = \"none\""));
+    sluice.process().send_signal(SIGHUP);
+    REQUIRE(sluice.process().wait_for_line("reload ok (generation 3)"));
+    CHECK(wait_until([&] { return worker_cpus(pid) == Layout{allowed, allowed}; }));
+    CHECK(sluice.process().count_lines("workers run on any CPU") == 1);
+
+    send_all(client, std::string("still here\n"));
+    CHECK(recv_line(client) == "still here");
 }

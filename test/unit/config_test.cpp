@@ -11,6 +11,7 @@
 using namespace std::chrono_literals;
 using sluice::BalanceAlgorithm;
 using sluice::Config;
+using sluice::CpuAffinity;
 using sluice::ConfigResult;
 using sluice::Duration;
 using sluice::HealthCheckConfig;
@@ -80,6 +81,7 @@ drain_timeout = "1m"
 pipe_size = 65536
 backlog = 128
 splice = false
+cpu_affinity = [1, 0]
 
 [admin]
 socket = "/run/sluice/admin.sock"
@@ -127,6 +129,8 @@ backends = [{ address = "[2001:db8::53]:53" }]
     CHECK(config.global.pipe_size == 65536u);
     CHECK_FALSE(config.global.splice);
     CHECK(config.global.backlog == 128);
+    CHECK(config.global.cpu_affinity.mode == CpuAffinity::Mode::List);
+    CHECK(config.global.cpu_affinity.cpus == std::vector<int>{1, 0});
     CHECK(config.admin.socket == "/run/sluice/admin.sock");
     REQUIRE(config.admin.metrics);
     CHECK(config.admin.metrics->to_string() == "127.0.0.1:9100");
@@ -393,7 +397,7 @@ TEST_CASE("unknown keys are reported at every level, listing the valid keys")
 workers = 2
 wokers = 4
 )" + std::string(kListenerAndPool)) == std::vector<std::string>{
-        R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice)"});
+        R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice, cpu_affinity)"});
 
     CHECK(errors_in(with_listener_and_pool(R"(
 [admin]
@@ -730,6 +734,46 @@ backends = [{ address = "127.0.0.1:9" }]
         R"(x.toml:3:12: unknown protocol "sctp", expected one of: tcp, udp)",
         R"(x.toml:7:11: unknown balance "weighted", expected one of: round_robin, least_conn, ip_hash, random)",
         R"(x.toml:8:23: unknown protocol "http", expected one of: tcp, udp)"});
+}
+
+TEST_CASE("cpu_affinity is none by default, \"auto\", or a list of CPU numbers")
+{
+    auto affinity = [](std::string_view value) {
+        return valid(with_listener_and_pool("\n[global]\ncpu_affinity = " + std::string(value) + "\n")).global.cpu_affinity;
+    };
+    const CpuAffinity none;
+    const CpuAffinity automatic{CpuAffinity::Mode::Auto, {}};
+    const CpuAffinity three{CpuAffinity::Mode::List, {3}};
+    CHECK(valid(kListenerAndPool).global.cpu_affinity == none);
+    CHECK(affinity(R"("none")") == none);
+    CHECK(affinity(R"("auto")") == automatic);
+    CHECK(affinity("[3]") == three);
+
+    CHECK(errors_in(with_listener_and_pool(R"(
+[global]
+cpu_affinity = "all"
+)")) == std::vector<std::string>{
+        R"(x.toml:2:16: unknown cpu_affinity "all", expected "none", "auto", or an array of CPU numbers such as [0, 1])"});
+    CHECK(errors_in(with_listener_and_pool(R"(
+[global]
+cpu_affinity = 2
+)")) == std::vector<std::string>{
+        R"(x.toml:2:16: cpu_affinity is an integer, expected "none", "auto", or an array of CPU numbers such as [0, 1])"});
+    CHECK(errors_in(with_listener_and_pool(R"(
+[global]
+cpu_affinity = []
+)")) == std::vector<std::string>{
+        R"(x.toml:2:16: cpu_affinity is empty, expected at least one CPU number, or "none")"});
+    CHECK(errors_in(with_listener_and_pool(R"(
+[global]
+cpu_affinity = [0, -1]
+)")) == std::vector<std::string>{
+        R"(x.toml:2:20: cpu_affinity entry -1 is out of range, expected an integer from 0 to 1023)"});
+    CHECK(errors_in(with_listener_and_pool(R"(
+[global]
+cpu_affinity = [0, "1"]
+)")) == std::vector<std::string>{
+        R"(x.toml:2:20: a cpu_affinity entry is a string, expected an integer from 0 to 1023)"});
 }
 
 TEST_CASE("responses on a tcp listener is an error")
