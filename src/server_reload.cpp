@@ -108,8 +108,10 @@ ReloadOutcome Server::reload()
     const GlobalConfig& global_before = runtime_->config.global;
     const GlobalConfig& global_after = next->config.global;
     if (global_before.workers != global_after.workers || global_before.max_connections != global_after.max_connections
-        || global_before.pipe_size != global_after.pipe_size || global_before.splice != global_after.splice)
-        log::warning("reload: [global] workers, max_connections, pipe_size and splice take effect at the next restart");
+        || global_before.pipe_size != global_after.pipe_size || global_before.backlog != global_after.backlog
+        || global_before.splice != global_after.splice)
+        log::warning(
+            "reload: [global] workers, max_connections, pipe_size, backlog and splice take effect at the next restart");
 
     // Publish. Nothing below can fail.
     std::vector<BackendId> removed = removed_backends(*runtime_, *next);

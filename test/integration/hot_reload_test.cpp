@@ -273,11 +273,15 @@ TEST_CASE("cpu_affinity binds one worker per CPU; a reload rebinds or frees them
     CHECK(sluice.process().count_lines("cpu_affinity: CPU 1023 is not available to this process") == 1);
     CHECK(worker_cpus(pid) == Layout{{last}, {last}});
 
-    sluice.rewrite_config(ops_config({{"a", a.address()}}, "", "workers = 2\ncpu_affinity = \"none\""));
+    // A worker count needs a restart: the reload says so and keeps two.
+    sluice.rewrite_config(ops_config({{"a", a.address()}}, "", "workers = 3\ncpu_affinity = \"none\""));
     sluice.process().send_signal(SIGHUP);
     REQUIRE(sluice.process().wait_for_line("reload ok (generation 3)"));
     CHECK(wait_until([&] { return worker_cpus(pid) == Layout{allowed, allowed}; }));
     CHECK(sluice.process().count_lines("workers run on any CPU") == 1);
+    CHECK(sluice.process().count_lines(
+              "reload: [global] workers, max_connections, pipe_size, backlog and splice take effect at the next restart")
+          == 1);
 
     send_all(client, std::string("still here\n"));
     CHECK(recv_line(client) == "still here");
