@@ -527,9 +527,9 @@ private:
         read_cpu_affinity(in, out.cpu_affinity);
     }
 
-    // "none", "auto", or a list of CPU numbers. Whether the CPUs exist and
-    // are allowed to this process is checked when workers are bound (start and
-    // reload), since `--check` may run on another machine.
+    // "none", "auto", or a list of CPU numbers. Whether the listed CPUs are
+    // allowed to this process only the machine can tell: that is checked at
+    // start, at reload and by --check (plan_worker_cpus), not here.
     void read_cpu_affinity(const TableReader& in, CpuAffinity& out) const
     {
         const toml::node* value = in.node("cpu_affinity");

@@ -102,11 +102,10 @@ bool Server::open_listeners(std::vector<std::vector<UniqueFd>>& per_worker)
     return true;
 }
 
-void Server::bind_workers(const std::vector<int>& cpus)
+void Server::bind_workers(const std::vector<int>& cpus, const std::vector<int>& allowed)
 {
     if (cpus == worker_cpus_)
         return;
-    std::vector<int> allowed = allowed_cpus();
     for (std::size_t w = 0; w < workers_.size(); ++w)
         if (cpus[w] != worker_cpus_[w])
             workers_[w]->bind_cpu(cpus[w], allowed);
@@ -149,7 +148,8 @@ int Server::run()
         return 1;
     }
 
-    std::optional<std::vector<int>> cpus = plan_worker_cpus(global.cpu_affinity, worker_count, allowed_cpus(), &error);
+    const std::vector<int> allowed = allowed_cpus();
+    std::optional<std::vector<int>> cpus = plan_worker_cpus(global.cpu_affinity, worker_count, allowed, &error);
     if (!cpus) {
         log::error("{}", error);
         return 1;
@@ -172,7 +172,7 @@ int Server::run()
         workers_.back()->start(runtime_, std::move(listener_fds[i]));
     }
     worker_cpus_.assign(worker_count, kAnyCpu);
-    bind_workers(*cpus);
+    bind_workers(*cpus, allowed);
     std::vector<Worker*> workers;
     for (auto& worker : workers_)
         workers.push_back(worker.get());

@@ -65,8 +65,9 @@ ReloadOutcome Server::reload()
         return fail(std::move(errors));
     }
 
+    const std::vector<int> allowed = allowed_cpus();
     std::optional<std::vector<int>> cpus = plan_worker_cpus(next->config.global.cpu_affinity,
-                                                            static_cast<unsigned>(workers_.size()), allowed_cpus(), &error);
+                                                            static_cast<unsigned>(workers_.size()), allowed, &error);
     if (!cpus) {
         release_new_slots();
         return fail({error});
@@ -123,7 +124,7 @@ ReloadOutcome Server::reload()
     std::shared_ptr<const Runtime> published = next;
     for (std::size_t w = 0; w < workers_.size(); ++w)
         workers_[w]->reload(published, std::move(handoffs[w]), nullptr);
-    bind_workers(*cpus);
+    bind_workers(*cpus, allowed);
     prober_.update(published);
     admin_.update(published);
     generations_.push_back(published);

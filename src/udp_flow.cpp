@@ -90,32 +90,33 @@ ReplySource destination_of(msghdr& header)
     return source;
 }
 
+// Makes `info` the one control message of `header` (its buffer: `control`).
+template <typename Info>
+void set_control_message(msghdr& header, unsigned char* control, int level, int type, const Info& info)
+{
+    header.msg_control = control;
+    header.msg_controllen = CMSG_SPACE(sizeof(Info));
+    cmsghdr* c = CMSG_FIRSTHDR(&header);
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(sizeof(Info));
+    std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+}
+
 // Asks for the reply in `header` to leave from `source`.
 void set_reply_source(msghdr& header, unsigned char* control, const ReplySource& source)
 {
-    header.msg_control = control;
-    cmsghdr* c = nullptr;
     if (source.family == AF_INET) {
-        header.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
-        c = CMSG_FIRSTHDR(&header);
-        c->cmsg_level = IPPROTO_IP;
-        c->cmsg_type = IP_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
         in_pktinfo info{};
         info.ipi_spec_dst = source.ip.v4;  // the source address; routing picks the interface
-        std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+        set_control_message(header, control, IPPROTO_IP, IP_PKTINFO, info);
     } else {
-        header.msg_controllen = CMSG_SPACE(sizeof(in6_pktinfo));
-        c = CMSG_FIRSTHDR(&header);
-        c->cmsg_level = IPPROTO_IPV6;
-        c->cmsg_type = IPV6_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(in6_pktinfo));
         in6_pktinfo info{};
         info.ipi6_addr = source.ip.v6;
         // A link-local address means nothing without its interface.
         if (IN6_IS_ADDR_LINKLOCAL(&source.ip.v6))
             info.ipi6_ifindex = source.interface;
-        std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+        set_control_message(header, control, IPPROTO_IPV6, IPV6_PKTINFO, info);
     }
 }
 

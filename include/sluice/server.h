@@ -44,8 +44,9 @@ private:
     bool open_listener_sockets(const ListenerConfig& listener, SocketAddress& bound,
                                std::vector<std::vector<UniqueFd>>& per_worker);
     // Binds each worker whose CPU in `cpus` (one per worker, cpu_affinity.h)
-    // differs from the one it has, and logs the new layout.
-    void bind_workers(const std::vector<int>& cpus);
+    // differs from the one it has, and logs the new layout. `allowed` is the
+    // set the plan was made from.
+    void bind_workers(const std::vector<int>& cpus, const std::vector<int>& allowed);
     void on_retire_tick();
     void on_signal(int revents);
     void begin_drain();
