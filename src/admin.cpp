@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <pthread.h>
 #include <cstring>
+#include <pthread.h>
 #include <fmt/format.h>
 #include <sys/socket.h>
 #include <sys/stat.h>

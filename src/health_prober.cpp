@@ -4,9 +4,9 @@
 #include "sluice/socket.h"
 
 #include <algorithm>
-#include <pthread.h>
 #include <cassert>
 #include <optional>
+#include <pthread.h>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>

@@ -251,12 +251,7 @@ public:
     Worker& worker() noexcept { return worker_; }
 
 private:
-    // 1472 = 1500-byte MTU - IPv4 and UDP headers. The default receive buffer
-    // (~208 KiB) queues about a hundred replies up to that size.
-    static constexpr std::size_t kLargeDatagram = 1472;
-
     void on_readable(int revents);
-    void raise_receive_buffer() noexcept;
     void forward(const SocketAddress& client, const ReplySource& source, const std::byte* data,
                  std::size_t length);
     UdpFlow* open_flow(const SocketAddress& client);
