@@ -165,6 +165,25 @@ struct BenchRun {
     std::string stderr_text;
 };
 
+// Sends `data` to an echo at `address` and then a FIN, reading meanwhile:
+// every byte must come back, in order, followed by EOF.
+void check_echo_through_half_close(const SocketAddress& address, const std::string& data)
+{
+    UniqueFd fd = connect_tcp(address);
+    bool sent = false;
+    std::thread writer([&] {
+        sent = send_all(fd.get(), data);
+        ::shutdown(fd.get(), SHUT_WR);
+    });
+    bool saw_eof = false;
+    const std::string back = receive_until_eof(fd.get(), saw_eof);
+    writer.join();
+    CHECK(sent);
+    CHECK(saw_eof);
+    REQUIRE(back.size() == data.size());
+    CHECK(back == data);
+}
+
 BenchRun run_bench(std::vector<std::string> args)
 {
     Process bench(binary_from_env("SLUICE_BENCH_BIN"), args);
@@ -211,21 +230,8 @@ TEST_CASE("sluice-echo whoami defaults its name to the bound address")
 TEST_CASE("sluice-echo echoes everything after a client's half-close, then sends EOF")
 {
     auto echo = start_echo();
-    UniqueFd fd = connect_tcp(echo.address);
     // More than the echo's buffer, so the FIN arrives while data is pending.
-    const std::string data = random_bytes(512 * 1024, 2);
-    bool sent = false;
-    std::thread writer([&] {
-        sent = send_all(fd.get(), data);
-        ::shutdown(fd.get(), SHUT_WR);
-    });
-    bool saw_eof = false;
-    const std::string back = receive_until_eof(fd.get(), saw_eof);
-    writer.join();
-    CHECK(sent);
-    CHECK(saw_eof);
-    REQUIRE(back.size() == data.size());
-    CHECK(back == data);
+    check_echo_through_half_close(echo.address, random_bytes(512 * 1024, 2));
 }
 
 TEST_CASE("sluice-echo echoes a 65507-byte UDP datagram whole")
@@ -364,6 +370,36 @@ TEST_CASE("sluice-bench connect, stream and udp modes run clean against sluice-e
     CHECK(datagrams.exit_code == 0);
     CHECK(json_number(datagrams.stdout_text, "requests").value_or(0) > 0);
     CHECK(json_number(datagrams.stdout_text, "errors_total") == 0);
+}
+
+// bench/floor-proxy is only a yardstick, but scripts/compare --floor reports
+// its rates next to sluice's: they mean something only if it proxies
+// correctly, so the same byte-exact and half-close checks apply to it.
+TEST_CASE("floor-proxy relays 1 MiB byte-exact through a half-close, and sluice-bench's loads without errors")
+{
+    auto echo = start_echo();
+    const std::uint16_t port = sluice::test::unused_port();
+    Process floor(binary_from_env("FLOOR_PROXY_BIN"),
+                  {"--listen", std::to_string(port), "--backend", std::to_string(echo.address.port())});
+    auto address = SocketAddress::parse("127.0.0.1:" + std::to_string(port));
+    REQUIRE(address);
+    INFO("floor-proxy: " << floor.output());
+    REQUIRE(sluice::test::wait_until([&] {
+        UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        return ::connect(probe.get(), address->sockaddr_ptr(), address->length()) == 0;
+    }));
+
+    check_echo_through_half_close(*address, random_bytes(1 << 20, 9));
+
+    for (const char* mode : {"connect", "rr"}) {
+        auto run = run_bench({"--target", address->to_string(), "--mode", mode, "--concurrency", "8",
+                              "--duration", "1s", "--json"});
+        INFO(mode << ": " << run.stdout_text << run.stderr_text);
+        CHECK(run.exit_code == 0);
+        CHECK(json_number(run.stdout_text, "requests").value_or(0) > 0);
+        CHECK(json_number(run.stdout_text, "errors_total") == 0);
+    }
+    CHECK(floor.running());
 }
 
 TEST_CASE("sluice-bench counts refused connections and still exits 0")
