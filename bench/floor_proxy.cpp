@@ -80,6 +80,7 @@ enum class Step { Ok, Ended, Failed };
 // has just been read and everything before it written.
 Step pump(Direction& d, int source, int sink, bool source_hung_up)
 {
+    bool source_drained = false;  // a short read emptied the source
     for (;;) {
         if (d.length > 0) {
             ssize_t w = ::send(sink, d.buffer + d.offset, d.length, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -93,6 +94,8 @@ Step pump(Direction& d, int source, int sink, bool source_hung_up)
         }
         if (d.eof)
             return d.shut ? Step::Ok : Step::Ended;
+        if (source_drained)
+            return Step::Ok;  // the next edge says when there is more
         ssize_t r = ::read(source, d.buffer, sizeof d.buffer);
         if (r < 0)
             return errno == EAGAIN ? Step::Ok : Step::Failed;
@@ -101,15 +104,10 @@ Step pump(Direction& d, int source, int sink, bool source_hung_up)
             continue;
         }
         d.length = static_cast<std::size_t>(r);
-        if (d.length < sizeof d.buffer && !source_hung_up) {
-            // The socket is empty: write, then wait for the next edge.
-            ssize_t w = ::send(sink, d.buffer, d.length, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (w < 0)
-                return errno == EAGAIN ? Step::Ok : Step::Failed;
-            d.length -= static_cast<std::size_t>(w);
-            d.offset = d.length > 0 ? static_cast<std::size_t>(w) : 0;
-            return Step::Ok;
-        }
+        // Unless a FIN is known to be queued behind the data (RDHUP), a read
+        // shorter than the buffer emptied the socket: another would only
+        // return EAGAIN.
+        source_drained = d.length < sizeof d.buffer && !source_hung_up;
     }
 }
 
