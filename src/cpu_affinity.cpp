@@ -10,12 +10,12 @@
 
 namespace sluice {
 
-std::vector<int> allowed_cpus()
+std::vector<int> allowed_cpus(pid_t tid)
 {
     cpu_set_t set;
     CPU_ZERO(&set);
     std::vector<int> cpus;
-    if (::sched_getaffinity(0, sizeof set, &set) != 0)
+    if (::sched_getaffinity(tid, sizeof set, &set) != 0)
         return cpus;
     for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
         if (CPU_ISSET(cpu, &set))

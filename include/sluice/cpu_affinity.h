@@ -11,6 +11,8 @@
 
 #include "sluice/config.h"
 
+#include <sys/types.h>
+
 #include <optional>
 #include <span>
 #include <string>
@@ -21,9 +23,10 @@ namespace sluice {
 // Marks a worker that the kernel may move freely.
 inline constexpr int kAnyCpu = -1;
 
-// The CPUs this thread may run on (sched_getaffinity), ascending. Called on
-// the control thread, which is never bound, it is the process's set.
-std::vector<int> allowed_cpus();
+// The CPUs thread `tid` (0: the calling thread) may run on
+// (sched_getaffinity), ascending. Called on the control thread, which is
+// never bound, it is the process's set.
+std::vector<int> allowed_cpus(pid_t tid = 0);
 
 // The CPU of each of `workers` workers (kAnyCpu for all under "none"):
 // "auto" deals out `allowed` in order, a list is used in order; both wrap

@@ -2,6 +2,7 @@
 // fails under load, sessions survive, counters and admin state carry over, a
 // bad file changes nothing.
 #include "operations_support.h"
+#include "sluice/cpu_affinity.h"
 
 #include <catch2/catch.hpp>
 
@@ -10,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sched.h>
 
 using namespace sluice::test;
 
@@ -210,19 +210,6 @@ TEST_CASE("a bad config on reload is rejected with file:line:col and the old one
 
 namespace {
 
-// The CPUs a thread may run on, from sched_getaffinity (tid 0: this thread).
-std::vector<int> cpus_of(pid_t tid)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    std::vector<int> cpus;
-    if (::sched_getaffinity(tid, sizeof set, &set) == 0)
-        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-            if (CPU_ISSET(cpu, &set))
-                cpus.push_back(cpu);
-    return cpus;
-}
-
 // The CPUs of each of sluice's worker threads ("sluice-w0", ...), worker 0 first.
 std::vector<std::vector<int>> worker_cpus(pid_t pid)
 {
@@ -232,7 +219,7 @@ std::vector<std::vector<int>> worker_cpus(pid_t pid)
         std::string name;
         std::getline(comm, name);
         if (name.rfind("sluice-w", 0) == 0)
-            by_name[name] = cpus_of(std::stoi(task.path().filename()));
+            by_name[name] = sluice::allowed_cpus(std::stoi(task.path().filename()));
     }
     std::vector<std::vector<int>> cpus;
     for (auto& [name, set] : by_name)
@@ -244,7 +231,7 @@ std::vector<std::vector<int>> worker_cpus(pid_t pid)
 
 TEST_CASE("cpu_affinity binds one worker per CPU; a reload rebinds or frees them, and a CPU not here fails it")
 {
-    const std::vector<int> allowed = cpus_of(0);
+    const std::vector<int> allowed = sluice::allowed_cpus();
     REQUIRE_FALSE(allowed.empty());
     const int first = allowed.front();
     const int second = allowed[1 % allowed.size()];
