@@ -8,6 +8,8 @@
 
 #include <ev.h>
 
+#include <atomic>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -36,17 +38,27 @@ public:
 
     bool in_loop_thread() const noexcept { return std::this_thread::get_id() == owner_; }
 
+    // Any thread: the CPU time the loop's thread has used (user + system,
+    // seconds), as read at the start of the latest loop iteration.
+    double cpu_seconds() const noexcept
+    {
+        return static_cast<double>(cpu_ns_.load(std::memory_order_relaxed)) / 1e9;
+    }
+
     // Any thread: queues `task` to run on the loop's thread and wakes it.
     // Not for the data path (allocates); for control hand-offs.
     void post(std::function<void()> task);
 
 private:
     static void on_wakeup(struct ev_loop* loop, ev_async* watcher, int revents);
+    static void on_yield_point(struct ev_loop* loop, ev_prepare* watcher, int revents);
     void run_posted();
 
     struct ev_loop* loop_;
     std::thread::id owner_;
     ev_async wakeup_;
+    ev_prepare yield_point_;  // a scheduler checkpoint per iteration (on_yield_point)
+    std::atomic<std::uint64_t> cpu_ns_{0};  // what the latest yield point read
     std::mutex posted_mutex_;
     std::deque<std::function<void()>> posted_;
 };
