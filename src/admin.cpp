@@ -216,6 +216,12 @@ std::string render_stat(const StatsSnapshot& s, bool json)
                                i ? "," : "", json_quote(p.name), p.sessions, p.active, p.bytes_in, p.bytes_out,
                                p.failed_connects, p.retries, p.rejected);
         }
+        out += "],\"workers\":[";
+        for (std::size_t i = 0; i < s.workers.size(); ++i) {
+            const WorkerSnapshot& w = s.workers[i];
+            out += fmt::format("{}{{\"worker\":{},\"cpu_seconds\":{:.3f},\"sessions\":{}}}", i ? "," : "", w.index,
+                               w.cpu_seconds, w.sessions);
+        }
         return out + "]}";
     }
     std::string out = fmt::format("uptime {:.0f}s, generation {}, reloads ok {}, reloads failed {}\n", s.uptime_seconds,
@@ -232,7 +238,10 @@ std::string render_stat(const StatsSnapshot& s, bool json)
         pools.push_back({p.name, std::to_string(p.sessions), std::to_string(p.active), std::to_string(p.bytes_in),
                          std::to_string(p.bytes_out), std::to_string(p.failed_connects), std::to_string(p.retries),
                          std::to_string(p.rejected)});
-    return out + render_table(listeners) + "\n" + render_table(pools);
+    std::vector<std::vector<std::string>> workers{{"worker", "cpu_seconds", "sessions"}};
+    for (const WorkerSnapshot& w : s.workers)
+        workers.push_back({std::to_string(w.index), fmt::format("{:.3f}", w.cpu_seconds), std::to_string(w.sessions)});
+    return out + render_table(listeners) + "\n" + render_table(pools) + "\n" + render_table(workers);
 }
 
 std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json)
@@ -480,7 +489,13 @@ void AdminServer::process_input(Connection& c)
     }
 }
 
-StatsSnapshot AdminServer::snapshot() const { return take_snapshot(*runtime_, table_, process_, monotonic_ms()); }
+StatsSnapshot AdminServer::snapshot() const
+{
+    StatsSnapshot snap = take_snapshot(*runtime_, table_, process_, monotonic_ms());
+    for (const Worker* worker : workers_)
+        snap.workers.push_back({worker->index(), worker->cpu_seconds(), worker->session_count()});
+    return snap;
+}
 
 void AdminServer::execute(Connection& c, const AdminCommand& command)
 {

@@ -33,6 +33,12 @@ struct BackendSnapshot {
     bool up() const noexcept { return health == Health::Up && !passive_down; }
 };
 
+struct WorkerSnapshot {
+    unsigned index = 0;
+    double cpu_seconds = 0;    // CPU time of the worker's thread
+    std::size_t sessions = 0;  // TCP sessions open on it now
+};
+
 struct ListenerSnapshot {
     std::string name;
     std::string_view protocol;  // static text
@@ -59,6 +65,7 @@ struct StatsSnapshot {
     std::vector<ListenerSnapshot> listeners;
     std::vector<PoolSnapshot> pools;
     std::vector<BackendSnapshot> backends;
+    std::vector<WorkerSnapshot> workers;  // filled by the admin server, which knows the workers
 };
 
 // Any thread. `now_ms` is monotonic_ms().

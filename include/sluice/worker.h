@@ -116,6 +116,9 @@ public:
 
     // Any thread: sessions currently open on this worker.
     std::size_t session_count() const noexcept { return session_count_.load(std::memory_order_relaxed); }
+    // Any thread: CPU time the worker's thread has used (EventLoop::cpu_seconds).
+    double cpu_seconds() const noexcept { return loop_.cpu_seconds(); }
+    unsigned index() const noexcept { return index_; }
 
     // --- loop thread only ---
     EventLoop& loop() noexcept { return loop_; }
@@ -128,7 +131,6 @@ public:
     // EMFILE (see listener.cpp).
     UniqueFd& reserve_fd() noexcept { return reserve_fd_; }
     const std::shared_ptr<WorkerGeneration>& generation() const noexcept { return generation_; }
-    unsigned index() const noexcept { return index_; }
 
     void add_session(TcpSession* session) noexcept;
     void remove_session(TcpSession* session) noexcept;

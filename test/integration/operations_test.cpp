@@ -181,9 +181,23 @@ TEST_CASE("show sessions lists open sessions with their backend, bytes and half-
     CHECK(sessions.find("p/s") != std::string::npos);
     CHECK(sessions.find("  5         5          client-half-closed") != std::string::npos);
     CHECK(admin.command("json show sessions").find(R"("backend":"p/s")") != std::string::npos);
+    // show stat counts the session on one of the two workers.
+    auto workers_with = [&](int sessions) {
+        std::string stat = admin.command("json show stat");
+        std::string needle = fmt::format(R"("sessions":{}}})", sessions);  // only worker rows end there
+        int found = 0;
+        for (std::size_t at = stat.find(needle); at != std::string::npos; at = stat.find(needle, at + 1))
+            ++found;
+        return found;
+    };
+    CHECK(admin.command("json show stat").find(R"("workers":[{"worker":0,"cpu_seconds":)") != std::string::npos);
+    CHECK(admin.command("show stat").find("\nworker  cpu_seconds  sessions\n") != std::string::npos);
+    CHECK(workers_with(1) == 1);
+    CHECK(workers_with(0) == 1);
     release = true;
     CHECK(recv_until_eof(client).empty());
     CHECK(wait_until([&] { return admin.command("json show sessions") == R"({"sessions":[]})"; }));
+    CHECK(wait_until([&] { return workers_with(0) == 2; }));
 }
 
 TEST_CASE("a metrics scrape has HELP and TYPE for every family and exact counts after 5 sessions")
@@ -216,7 +230,8 @@ TEST_CASE("a metrics scrape has HELP and TYPE for every family and exact counts 
           "sluice_pool_rejected_total counter", "sluice_backend_up gauge", "sluice_backend_state gauge",
           "sluice_backend_weight gauge", "sluice_backend_active_sessions gauge", "sluice_backend_sessions_total counter",
           "sluice_backend_connect_failures_total counter", "sluice_backend_bytes_in_total counter",
-          "sluice_backend_bytes_out_total counter"}) {
+          "sluice_backend_bytes_out_total counter", "sluice_worker_cpu_seconds_total counter",
+          "sluice_worker_sessions gauge"}) {
         std::string name = std::string(family).substr(0, std::string(family).find(' '));
         CHECK(text.find("\n# HELP " + name + " ") != std::string::npos);
         CHECK(text.find("\n# TYPE " + std::string(family) + "\n") != std::string::npos);
@@ -235,6 +250,11 @@ TEST_CASE("a metrics scrape has HELP and TYPE for every family and exact counts 
     CHECK(metric_value(text, "sluice_backend_bytes_in_total" + labels) == 30);
     CHECK(metric_value(text, "sluice_backend_bytes_out_total" + labels) == 30);
     CHECK(metric_value(text, "sluice_pool_rejected_total{pool=\"p\"}") == 0);
+    // One sample per worker (ops_config runs two), none for a third.
+    CHECK(metric_value(text, "sluice_worker_cpu_seconds_total{worker=\"0\"}") >= 0);
+    CHECK(metric_value(text, "sluice_worker_cpu_seconds_total{worker=\"1\"}") >= 0);
+    CHECK(metric_value(text, "sluice_worker_cpu_seconds_total{worker=\"2\"}") == -1);
+    CHECK(metric_value(text, "sluice_worker_sessions{worker=\"1\"}") >= 0);
 
     CHECK(http_get(sluice.metrics_port(), "/other").rfind("HTTP/1.1 404", 0) == 0);
 }

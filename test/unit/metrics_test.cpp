@@ -32,6 +32,7 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     b.name = "b";
     b.passive_down = true;
     snap.backends = {a, b};
+    snap.workers = {{0, 1.25, 3}, {1, 0.5, 0}};
 
     const std::string text = format_prometheus(snap);
     CHECK(text.rfind("# HELP sluice_uptime_seconds Seconds since sluice started.\n"
@@ -55,6 +56,11 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
           != std::string::npos);
     CHECK(text.find("\nsluice_backend_sessions_total{pool=\"p\",backend=\"a\",address=\"10.0.0.1:80\"} 9\n")
           != std::string::npos);
+    CHECK(text.find("\nsluice_worker_cpu_seconds_total{worker=\"0\"} 1.250\n"
+                    "sluice_worker_cpu_seconds_total{worker=\"1\"} 0.500\n")
+          != std::string::npos);
+    CHECK(text.find("\nsluice_worker_sessions{worker=\"0\"} 3\nsluice_worker_sessions{worker=\"1\"} 0\n")
+          != std::string::npos);
 
     // Every family: exactly one HELP and one TYPE, and its samples follow them.
     std::size_t helps = 0, types = 0, at = 0;
@@ -68,8 +74,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     }
     for (at = 0; (at = text.find("# TYPE ", at)) != std::string::npos; ++at)
         ++types;
-    CHECK(helps == 19);
-    CHECK(types == 19);
+    CHECK(helps == 21);
+    CHECK(types == 21);
     CHECK(text.back() == '\n');
 }
 
