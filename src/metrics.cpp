@@ -203,13 +203,13 @@ std::string format_prometheus(const StatsSnapshot& s)
     write_counters(out, backend_metrics, s.backends, backend_labels,
                    [](const BackendSnapshot& b) -> const BackendSnapshot& { return b; });
 
+    auto worker_label = [](const WorkerSnapshot& w) { return fmt::format("worker=\"{}\"", w.index); };
     out.family("sluice_worker_cpu_seconds_total", "counter", "CPU time used by the worker thread (user and system).");
     for (const WorkerSnapshot& w : s.workers)
-        out.sample("sluice_worker_cpu_seconds_total", fmt::format("worker=\"{}\"", w.index),
-                   fmt::format("{:.3f}", w.cpu_seconds));
+        out.sample("sluice_worker_cpu_seconds_total", worker_label(w), fmt::format("{:.3f}", w.cpu_seconds));
     out.family("sluice_worker_sessions", "gauge", "TCP sessions open on the worker now.");
     for (const WorkerSnapshot& w : s.workers)
-        out.sample("sluice_worker_sessions", fmt::format("worker=\"{}\"", w.index), w.sessions);
+        out.sample("sluice_worker_sessions", worker_label(w), w.sessions);
     return out.take();
 }
 
