@@ -11,6 +11,8 @@
 // exception is caught in parse_config / load_config_file: none escapes.
 #include "sluice/config.h"
 
+#include "sluice/backend_table.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <toml++/toml.h>
@@ -24,6 +26,7 @@
 #include <span>
 #include <system_error>
 #include <tuple>
+#include <unordered_map>
 
 #include <fcntl.h>
 #include <sys/un.h>
@@ -632,8 +635,18 @@ private:
         std::stable_sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
             return std::tie(a.first.line, a.first.column) < std::tie(b.first.line, b.first.column);
         });
-        for (auto& entry : found)
+        std::size_t backends = 0;
+        for (auto& entry : found) {
+            backends += entry.second.backends.size();
             pools.push_back(std::move(entry.second));
+        }
+        // The same limit the start applies (the backend table's size), so
+        // --check never passes a file that then fails to start.
+        if (backends > BackendTable::kCapacity)
+            diag_.report(node->source().begin,
+                         fmt::format("{} backends in all pools, expected at most {} (the size of sluice's backend "
+                                     "table)",
+                                     backends, BackendTable::kCapacity));
         return pools;
     }
 
@@ -713,12 +726,13 @@ private:
         }
         std::string written = fmt::format("[[pools.{}.backends]]", pool);
         std::vector<Origin> origins;
+        BackendIndex index;
         for (const toml::table* table : tables_in(*array, "a backend", kBackendExpected)) {
             TableReader in(diag_, *table, written);
             auto [backend, origin] = read_backend(in);
             if (!origin.valid)
                 continue;
-            check_unique_backend(pool, backend, origin, backends, origins);
+            check_unique_backend(pool, backend, origin, backends.size(), origins, index);
             backends.push_back(std::move(backend));
             origins.push_back(origin);
         }
@@ -740,29 +754,35 @@ private:
         return {std::move(backend), origin};
     }
 
+    // The first backend of a pool with each address and each name, so the
+    // duplicate checks cost O(1) per backend (pools of thousands exist).
+    struct BackendIndex {
+        std::unordered_map<std::string, std::size_t> by_address;
+        std::unordered_map<std::string, std::size_t> by_name;
+    };
+
     // Admin commands address a backend as POOL/NAME or POOL/ADDRESS, so both
     // must be unique within the pool. Two defaulted names collide only when
-    // the addresses do, which is reported once, as the address.
+    // the addresses do, which is reported once, as the address. `position` is
+    // the backend's index in the pool; `index` and `origins` cover those
+    // before it.
     void check_unique_backend(const std::string& pool, const BackendConfig& backend, const Origin& origin,
-                              const std::vector<BackendConfig>& earlier, const std::vector<Origin>& origins) const
+                              std::size_t position, const std::vector<Origin>& origins, BackendIndex& index) const
     {
-        for (std::size_t i = 0; i < earlier.size(); ++i) {
-            if (earlier[i].address == backend.address) {
-                diag_.report(origin.address_at,
-                             fmt::format(R"(backend address {} is already used in pool "{}" on line {}, expected )"
-                                         "each backend address once per pool",
-                                         backend.address.to_string(), pool, origins[i].address_at.line));
-                return;
-            }
+        auto [same_address, new_address] = index.by_address.try_emplace(backend.address.to_string(), position);
+        if (!new_address) {
+            diag_.report(origin.address_at,
+                         fmt::format(R"(backend address {} is already used in pool "{}" on line {}, expected )"
+                                     "each backend address once per pool",
+                                     backend.address.to_string(), pool, origins[same_address->second].address_at.line));
+            return;
         }
-        for (std::size_t i = 0; i < earlier.size(); ++i) {
-            if (earlier[i].name == backend.name && (origin.named || origins[i].named)) {
-                diag_.report(origin.name_at,
-                             fmt::format(R"(backend name "{}" is already used in pool "{}" on line {}, expected a )"
-                                         "unique name (admin commands address a backend as POOL/NAME)",
-                                         backend.name, pool, origins[i].name_at.line));
-                return;
-            }
+        auto [same_name, new_name] = index.by_name.try_emplace(backend.name, position);
+        if (!new_name && (origin.named || origins[same_name->second].named)) {
+            diag_.report(origin.name_at,
+                         fmt::format(R"(backend name "{}" is already used in pool "{}" on line {}, expected a )"
+                                     "unique name (admin commands address a backend as POOL/NAME)",
+                                     backend.name, pool, origins[same_name->second].name_at.line));
         }
     }
 

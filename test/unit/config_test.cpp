@@ -1,6 +1,7 @@
 #include "sluice/config.h"
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <cstdio>
 #include <fstream>
@@ -989,4 +990,40 @@ TEST_CASE("load_config_file reports errors under the file's path and records it 
     CHECK(good.config->path == path);
 
     std::remove(path);
+}
+
+namespace {
+
+// A pool named `pool` with `count` backends on distinct loopback addresses.
+std::string pool_of(const std::string& pool, int count, int first_port)
+{
+    std::string text = fmt::format("[pools.{}]\nbackends = [\n", pool);
+    for (int i = 0; i < count; ++i)
+        text += fmt::format("  {{ address = \"127.0.{}.{}:{}\" }},\n", (i / 250) % 250, 1 + i % 250, first_port + i / 62500);
+    return text + "]\n";
+}
+
+} // namespace
+
+TEST_CASE("--check refuses more backends than the backend table holds, as the start would")
+{
+    const std::string listener = "[[listeners]]\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n";
+    const std::string at_limit = listener + pool_of("a", 2048, 1000) + pool_of("b", 2048, 2000);
+    CHECK(parse(at_limit).ok());
+    const std::string over = listener + pool_of("a", 2048, 1000) + pool_of("b", 2049, 2000);
+    std::vector<std::string> errors = errors_in(over);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == "x.toml:4:1: 4097 backends in all pools, expected at most 4096 (the size of sluice's backend table)");
+}
+
+TEST_CASE("duplicate backends are found among thousands, reported against the first")
+{
+    std::string text = "[[listeners]]\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n" + pool_of("a", 4000, 1000);
+    // Line 6 holds the first backend (127.0.0.1:1000), line 7 the second,
+    // named 127.0.0.2:1000 by default; repeat both at the end.
+    text.insert(text.rfind(']'), "  { address = \"127.0.0.1:1000\" },\n  { address = \"127.0.0.9:9\", name = \"127.0.0.2:1000\" },\n");
+    std::vector<std::string> errors = errors_in(text);
+    REQUIRE(errors.size() == 2);
+    CHECK(errors[0] == "x.toml:4006:15: backend address 127.0.0.1:1000 is already used in pool \"a\" on line 6, expected each backend address once per pool");
+    CHECK(errors[1] == "x.toml:4007:37: backend name \"127.0.0.2:1000\" is already used in pool \"a\" on line 7, expected a unique name (admin commands address a backend as POOL/NAME)");
 }
