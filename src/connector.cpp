@@ -1,6 +1,7 @@
 #include "sluice/connector.h"
 
 #include "sluice/log.h"
+#include "sluice/log_throttle.h"
 
 namespace sluice {
 
@@ -52,6 +53,19 @@ void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
         && !pool.health)
         log::warning("{} is DOWN ({} connect failure{} within {}ms, last: {})", pool_->label(backend),
                      pool.max_fails, pool.max_fails == 1 ? "" : "s", pool.fail_timeout.count(), describe(error));
+}
+
+void Connector::local_shortage(BackendId backend, SysError error, std::int64_t now_ms)
+{
+    table_->release(backend);
+    if (PoolStats* stats = pool_->stats.get())
+        stats->rejected.fetch_add(1, std::memory_order_relaxed);
+    // One throttle for the process: a shortage hits every worker at once.
+    static LogThrottle throttle;
+    if (std::uint64_t clients = throttle.note(now_ms))
+        log::warning("closed {} new client{} in the last {}s: sluice is out of local resources ({}), not a "
+                     "backend fault; service resumes when they free up",
+                     clients, clients == 1 ? "" : "s", throttle.interval_ms() / 1000, describe(error));
 }
 
 } // namespace sluice

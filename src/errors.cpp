@@ -20,8 +20,8 @@ SysError classify_errno(int err) noexcept
     case ETIMEDOUT: return SysError::TimedOut;
     case ENETUNREACH:
     case EHOSTUNREACH:
-    case EADDRNOTAVAIL:
     case ENETDOWN: return SysError::Unreachable;
+    case EADDRNOTAVAIL: return SysError::AddressNotAvailable;
     case EMFILE:
     case ENFILE: return SysError::TooManyFiles;
     case ENOBUFS:
@@ -46,6 +46,7 @@ std::string_view describe(SysError error) noexcept
     case SysError::BrokenPipe: return "broken pipe";
     case SysError::TimedOut: return "timed out";
     case SysError::Unreachable: return "unreachable";
+    case SysError::AddressNotAvailable: return "address not available";
     case SysError::TooManyFiles: return "too many open files";
     case SysError::NoBuffers: return "out of buffers";
     case SysError::AddressInUse: return "address in use";

@@ -50,13 +50,6 @@ ProbeOutcome failed(SysError error) noexcept { return {false, reason_from(error)
 ProbeOutcome timed_out() noexcept { return {false, HealthReason::Timeout, describe(SysError::TimedOut)}; }
 ProbeOutcome unexpected_reply() noexcept { return {false, HealthReason::Other, "unexpected reply"}; }
 
-// Errors that say nothing about the backend (we ran out of descriptors or
-// memory): such a probe is skipped rather than counted against the backend.
-bool local_error(SysError error) noexcept
-{
-    return error == SysError::TooManyFiles || error == SysError::NoBuffers;
-}
-
 } // namespace
 
 // One checked backend. Lives on the prober thread; owns the socket, watchers
@@ -194,7 +187,8 @@ private:
 
     void start_failed(SysError error)
     {
-        if (local_error(error)) {
+        if (is_local_resource_error(error)) {
+            // Our own shortage says nothing about the backend: skip the probe.
             log::debug("{}: probe skipped: {}", label_, describe(error));
             return;
         }

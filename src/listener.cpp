@@ -48,6 +48,21 @@ std::shared_ptr<ListenerCounters> listener_counters(Worker& worker, const Listen
     return listener ? listener->counters : nullptr;
 }
 
+bool Listener::admit_session(SharedState& shared) noexcept
+{
+    if (shared.sessions.fetch_add(1, std::memory_order_relaxed) < shared.max_sessions) [[likely]]
+        return true;
+    shared.sessions.fetch_sub(1, std::memory_order_relaxed);
+    stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+    LogThrottle& throttle = counters_ ? counters_->turned_away_log : own_turned_away_log_;
+    if (std::uint64_t count = throttle.note(monotonic_ms()))
+        log::warning("listener {}: max_connections ({}) reached: turned away {} new {}{} in the last {}s",
+                     config_->name, shared.max_sessions, count,
+                     config_->protocol == Protocol::Udp ? "flow" : "client", count == 1 ? "" : "s",
+                     throttle.interval_ms() / 1000);
+    return false;
+}
+
 TcpListener::TcpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
     : Listener(config, listener_counters(worker, config), worker.index()), worker_(worker), fd_(std::move(fd))
 {
@@ -88,11 +103,8 @@ void TcpListener::on_readable(int)
                 return;
             }
         }
-        if (shared.sessions.fetch_add(1, std::memory_order_relaxed) >= shared.max_sessions) [[unlikely]] {
-            shared.sessions.fetch_sub(1, std::memory_order_relaxed);
-            stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+        if (!admit_session(shared)) [[unlikely]]
             continue;  // closing the socket refuses the client
-        }
         stats_.accepted.fetch_add(1, std::memory_order_relaxed);
 
         WorkerPool* pool = worker_.generation()->find_pool(config_->pool);

@@ -41,15 +41,17 @@ unsigned effective_workers(int configured) noexcept
     return cores > 0 ? cores : 1;
 }
 
-std::int64_t effective_max_sessions(int configured) noexcept
+std::int64_t effective_max_sessions(int configured, std::int64_t fd_limit, unsigned workers,
+                                    std::size_t idle_pipes_per_worker) noexcept
 {
     if (configured > 0)
         return configured;
-    rlimit limit{};
-    std::int64_t fds = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? static_cast<std::int64_t>(limit.rlim_cur) : 1024;
-    // Two sockets per session, plus room for pipes of the sessions that have
-    // bytes in flight and for listeners, probes and the admin socket.
-    std::int64_t sessions = (fds - 64) / 3;
+    // An idle session holds two sockets; pipes are borrowed only while bytes
+    // are in flight, and a direction that cannot get one copies instead, so
+    // pipes do not count per session. Kept aside: the pipes the workers' pools
+    // may keep idle, and room for listeners, probes, admin clients and logs.
+    const auto pooled_pipes = static_cast<std::int64_t>(workers * idle_pipes_per_worker) * 2;
+    std::int64_t sessions = (fd_limit - kReservedDescriptors - pooled_pipes) / 2;
     return sessions > 1 ? sessions : 1;
 }
 
@@ -131,7 +133,6 @@ int Server::run()
     signal_io_.bind<Server, &Server::on_signal>(control_loop_, this, signal_fd_.get());
 
     std::int64_t fd_limit = raise_fd_limit();
-    shared_->max_sessions = effective_max_sessions(initial_config_.global.max_connections);
 
     std::string error;
     runtime_ = build_runtime(std::move(initial_config_), shared_->table, nullptr, &error);
@@ -167,6 +168,8 @@ int Server::run()
     WorkerOptions options;
     options.pipe_size = global.pipe_size;
     options.splice = global.splice;
+    shared_->max_sessions =
+        effective_max_sessions(global.max_connections, fd_limit, worker_count, options.max_idle_pipes);
     for (unsigned i = 0; i < worker_count; ++i) {
         workers_.push_back(std::make_unique<Worker>(i, *shared_, options));
         workers_.back()->start(runtime_, std::move(listener_fds[i]));

@@ -11,20 +11,6 @@ namespace sluice {
 
 namespace {
 
-// Rounds of read+write per direction per event before yielding to other
-// sessions; epoll is level-triggered, so leftover work comes straight back.
-constexpr int kMaxRoundsPerEvent = 8;
-
-// A read shorter than this emptied the socket's receive queue: once those
-// bytes are written, wait for epoll instead of trying another read that would
-// almost surely fail with EAGAIN. Request/response traffic then costs one
-// read and one write per message instead of three syscalls; bulk transfers
-// (large reads) keep looping. Level-triggered epoll makes it safe: bytes that
-// arrive meanwhile still wake the loop. (HAProxy's raw_sock does the same on
-// a short recv.) A read at least this long also means the source streams, so
-// the next read splices instead of copying (Direction).
-constexpr std::size_t kShortRead = 16 * 1024;
-
 ev_tstamp seconds(Duration d) { return static_cast<ev_tstamp>(d.count()) / 1000.0; }
 
 } // namespace
@@ -80,8 +66,8 @@ void TcpSession::connect_next()
     const BackendConfig* backend = pool_.runtime->backend(*id);
     Result<UniqueFd> sock = start_connect(backend->address);
     if (!sock) [[unlikely]] {
-        // Refused or unreachable at once (or out of descriptors): same as a
-        // failed connect, so it is retried elsewhere.
+        // Refused or unreachable at once: same as a failed connect, so it is
+        // retried elsewhere (out of descriptors: see on_connect_failed).
         on_connect_failed(sock.error());
         return;
     }
@@ -116,6 +102,14 @@ void TcpSession::on_connect_failed(SysError error)
     backend_io_.stop();
     backend_fd_.reset();
     timer_.stop();
+    if (is_local_resource_error(error)) [[unlikely]] {
+        // Our shortage, not the backend's: trying others would fail alike and
+        // mark every healthy backend down.
+        connector_.local_shortage(*backend_, error, monotonic_ms());
+        backend_.reset();
+        close(CloseReason::ResourceLimit);
+        return;
+    }
     connector_.failed(*backend_, error, monotonic_ms());
     backend_.reset();
     connect_next();
@@ -160,127 +154,33 @@ void TcpSession::on_backend_event(int revents)
     settle(up, down);
 }
 
-TcpSession::PumpResult TcpSession::pump(Direction& dir, int source_fd, int sink_fd)
+PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd)
 {
     const bool upstream = &dir == &upstream_;
-    bool source_drained = false;  // this call read the source dry (short read)
-    for (int round = 0; round < kMaxRoundsPerEvent; ++round) {
-        if (dir.pending > 0) {
-            IoResult w = dir.pending_in_pipe
-                ? splice_some(dir.pipe.read_fd(), sink_fd, dir.pending)
-                : write_some(sink_fd, dir.buffer.get() + dir.buffer_offset, dir.pending);
-            if (!w.ok()) [[unlikely]] {
-                if (w.would_block())
-                    return PumpResult::Ok;  // the sink is full: stop reading the source
-                if (w.error == SysError::Interrupted)
-                    continue;
-                return PumpResult::SinkFailed;
-            }
-            auto written = static_cast<std::uint32_t>(w.bytes);
-            dir.pending -= written;
-            dir.buffer_offset = dir.pending > 0 ? dir.buffer_offset + written : 0;
-            dir.bytes += written;
-            last_activity_ = worker_.loop().now();
-            if (upstream)
-                worker_.table().add_bytes(*backend_, written, 0);
-            else
-                worker_.table().add_bytes(*backend_, 0, written);
-            continue;
-        }
-        if (dir.eof) {
-            // Everything before the FIN is delivered: pass the FIN on.
-            return_transit(dir);
-            if (!dir.shut) {
-                // When the other direction has ended, this FIN ends the
-                // session. Stop counting it against the backend first: once
-                // the FIN is out, the client may see the end and connect again
-                // at once (on another worker, even) before this thread reaches
-                // close(), and least_conn must not find the old session still
-                // active then. That last FIN is sent by close() itself, which
-                // settle() calls right after (the sink has read its EOF, so the
-                // close cannot turn into a reset): one syscall fewer per
-                // connection.
-                if ((upstream ? downstream_ : upstream_).shut)
-                    release_backend();
-                else
-                    ::shutdown(sink_fd, SHUT_WR);
-                dir.shut = true;
-            }
-            return PumpResult::Ok;
-        }
-        if (source_drained) {
-            return_transit(dir);  // idle until epoll says otherwise
-            return PumpResult::Ok;
-        }
-        std::optional<bool> via_pipe = borrow_transit(dir, dir.streaming && !dir.splice_off);
-        if (!via_pipe) [[unlikely]]
-            return PumpResult::NoResources;
-        // Read only into an empty pipe: then EAGAIN can only mean "no data",
-        // never "pipe full" (splice returns EAGAIN for both, and a pipe can be
-        // full of partly filled pages long before `capacity` bytes).
-        IoResult r = *via_pipe ? splice_some(source_fd, dir.pipe.write_fd(), dir.pipe.capacity())
-                               : read_some(source_fd, dir.buffer.get(), BufferPool::kBufferSize);
-        if (r.ok()) {
-            if (r.bytes == 0) {
-                dir.eof = true;
-            } else {
-                dir.pending = static_cast<std::uint32_t>(r.bytes);
-                dir.pending_in_pipe = *via_pipe;
-                source_drained = dir.pending < kShortRead;
-                dir.streaming = !source_drained;
-            }
-            continue;
-        }
-        if (r.would_block()) {
-            return_transit(dir);  // idle: hold no pipe, no buffer
-            return PumpResult::Ok;
-        }
-        if (r.error == SysError::Interrupted)
-            continue;
-        if (r.error == SysError::Invalid && *via_pipe) [[unlikely]] {
-            // The kernel cannot splice from this socket: copy through a buffer.
-            return_transit(dir);
-            dir.splice_off = true;
-            continue;
-        }
-        return PumpResult::SourceFailed;
+    RelayDirection& other = upstream ? downstream_ : upstream_;
+    // When the other direction has ended, this FIN ends the session. Stop
+    // counting it against the backend first: once the FIN is out, the client
+    // may see the end and connect again at once (on another worker, even)
+    // before this thread reaches close(), and least_conn must not find the old
+    // session still active then. The FIN itself is then sent by close(), which
+    // settle() calls right after (the sink has read its EOF, so the close
+    // cannot turn into a reset): one syscall fewer per connection.
+    const FinAction on_fin = other.shut ? FinAction::LeaveToClose : FinAction::Shutdown;
+    const std::uint64_t before = dir.bytes;
+    PumpResult result = sluice::pump(dir, source_fd, sink_fd, transit(), on_fin);
+    if (const std::uint64_t written = dir.bytes - before; written > 0) {
+        last_activity_ = worker_.loop().now();
+        if (upstream)
+            worker_.table().add_bytes(*backend_, written, 0);
+        else
+            worker_.table().add_bytes(*backend_, 0, written);
     }
-    return PumpResult::Ok;
+    if (dir.shut && other.shut)
+        release_backend();
+    return result;
 }
 
-std::optional<bool> TcpSession::borrow_transit(Direction& dir, bool via_pipe)
-{
-    // Called with nothing pending, so the transit not chosen is empty: give it
-    // back, or a direction switching modes would hold a pipe and a buffer.
-    if (via_pipe) {
-        if (!dir.pipe.valid())
-            dir.pipe = worker_.pipes().acquire();
-        if (dir.pipe.valid()) {
-            if (dir.buffer)
-                worker_.buffers().release(std::move(dir.buffer));
-            return true;
-        }
-        // No pipe (descriptor limit): this direction copies through a buffer.
-        dir.splice_off = true;
-    }
-    if (dir.pipe.valid())
-        worker_.pipes().release(std::move(dir.pipe));
-    if (!dir.buffer)
-        dir.buffer = worker_.buffers().acquire();
-    if (!dir.buffer)
-        return std::nullopt;
-    return false;
-}
-
-void TcpSession::return_transit(Direction& dir)
-{
-    if (dir.pending != 0)
-        return;
-    if (dir.pipe.valid())
-        worker_.pipes().release(std::move(dir.pipe));
-    if (dir.buffer)
-        worker_.buffers().release(std::move(dir.buffer));
-}
+TransitPools TcpSession::transit() noexcept { return TransitPools{worker_.pipes(), worker_.buffers()}; }
 
 bool TcpSession::settle(PumpResult up, PumpResult down)
 {
@@ -352,8 +252,8 @@ void TcpSession::close(CloseReason reason)
     backend_io_.stop();
     timer_.stop();
     // A pipe that still holds bytes is not fit for reuse: it closes with us.
-    return_transit(upstream_);
-    return_transit(downstream_);
+    return_transit(upstream_, transit());
+    return_transit(downstream_, transit());
     release_backend();
     worker_.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
     worker_.record_session_end(*this, reason);

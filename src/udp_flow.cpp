@@ -26,12 +26,6 @@ bool backend_failure(SysError error) noexcept
     return error == SysError::ConnectionRefused || error == SysError::Unreachable;
 }
 
-// Out of descriptors or memory here: not the backend's fault.
-bool local_failure(SysError error) noexcept
-{
-    return error == SysError::TooManyFiles || error == SysError::NoBuffers;
-}
-
 } // namespace
 
 std::string_view to_string(FlowEnd why) noexcept
@@ -300,12 +294,8 @@ void UdpListener::forward(const SocketAddress& client, const ReplySource& source
 UdpFlow* UdpListener::open_flow(const SocketAddress& client)
 {
     SharedState& shared = worker_.shared();
-    if (shared.sessions.fetch_add(1, std::memory_order_relaxed) >= shared.max_sessions) [[unlikely]] {
-        shared.sessions.fetch_sub(1, std::memory_order_relaxed);
-        stats_.rejected.fetch_add(1, std::memory_order_relaxed);
-        note_flow_cap();
+    if (!admit_session(shared)) [[unlikely]]
         return nullptr;
-    }
     const std::shared_ptr<WorkerGeneration>& generation = worker_.generation();
     WorkerPool* pool = generation->find_pool(config_->pool);
     if (pool) [[likely]] {
@@ -321,8 +311,8 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
                 arm_idle_timer();
                 return added;
             }
-            if (local_failure(sock.error())) {
-                worker_.table().release(*id);
+            if (is_local_resource_error(sock.error())) {
+                connector.local_shortage(*id, sock.error(), now_ms);
                 stats_.rejected.fetch_add(1, std::memory_order_relaxed);
                 shared.sessions.fetch_sub(1, std::memory_order_relaxed);
                 return nullptr;
@@ -333,21 +323,6 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
     shared.sessions.fetch_sub(1, std::memory_order_relaxed);
     stats_.dropped.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
-}
-
-// Logged once per listener (across workers), not once per dropped datagram.
-void UdpListener::note_flow_cap()
-{
-    if (cap_logged_) [[likely]]
-        return;
-    cap_logged_ = true;
-    static std::mutex mutex;
-    static std::set<std::string> logged;
-    std::lock_guard lock(mutex);
-    if (logged.insert(config_->name).second)
-        log::warning("listener {}: max_connections ({}) reached: datagrams that would start a new flow are "
-                     "dropped; existing flows go on",
-                     config_->name, worker_.shared().max_sessions);
 }
 
 std::byte* UdpListener::reply_space()

@@ -3,8 +3,10 @@
 //
 // A connect that fails before any byte reached a backend (refused, unreachable,
 // timed out) is counted against that backend (passive health) and retried on
-// another one, up to the pool's `retries`. Once bytes flowed, never. Loop
-// thread only; one Connector per connecting session.
+// another one, up to the pool's `retries`. Once bytes flowed, never. A connect
+// that fails because this host ran out of descriptors, memory or ports is
+// never held against the backend. Loop thread only; one Connector per
+// connecting session.
 #pragma once
 
 #include "sluice/backend_table.h"
@@ -32,6 +34,14 @@ public:
     // The connect to `backend` failed with `error`: counts it, releases the
     // backend, remembers not to try it again.
     void failed(BackendId backend, SysError error, std::int64_t now_ms);
+
+    // Connecting to `backend` failed for want of a local resource
+    // (is_local_resource_error): releases the backend without counting it as
+    // a failure, since no backend is to blame, and logs the shortage at most
+    // once per interval, process-wide, with the number of clients it cost.
+    // The session then closes its client; service resumes by itself once
+    // descriptors or memory free up.
+    void local_shortage(BackendId backend, SysError error, std::int64_t now_ms);
 
     // Retries already used (failed attempts).
     int attempts_failed() const noexcept { return static_cast<int>(tried_.size()); }

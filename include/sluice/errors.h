@@ -20,7 +20,8 @@ enum class SysError : std::uint8_t {
     ConnectionReset,    // ECONNRESET
     BrokenPipe,         // EPIPE
     TimedOut,           // ETIMEDOUT
-    Unreachable,        // ENETUNREACH / EHOSTUNREACH / EADDRNOTAVAIL
+    Unreachable,        // ENETUNREACH / EHOSTUNREACH / ENETDOWN
+    AddressNotAvailable,// EADDRNOTAVAIL: on connect, no free local port
     TooManyFiles,       // EMFILE / ENFILE
     NoBuffers,          // ENOBUFS / ENOMEM
     AddressInUse,       // EADDRINUSE
@@ -34,6 +35,16 @@ SysError classify_errno(int err) noexcept;
 
 // A short human text for logs ("connection refused").
 std::string_view describe(SysError error) noexcept;
+
+// True for errors that say this host ran out of something (descriptors,
+// memory, local ports), not that a peer misbehaved. A backend is never blamed
+// for them: the client is turned away instead, and service resumes by itself
+// once the resource frees up.
+constexpr bool is_local_resource_error(SysError error) noexcept
+{
+    return error == SysError::TooManyFiles || error == SysError::NoBuffers
+        || error == SysError::AddressNotAvailable;
+}
 
 // A value or a SysError. Small, no exceptions, for syscall wrappers.
 template <typename T>

@@ -18,6 +18,7 @@
 namespace sluice {
 
 class Worker;
+struct SharedState;
 
 class Listener {
 public:
@@ -42,11 +43,19 @@ protected:
     {
     }
 
+    // Counts a new session (TCP client or UDP flow) against max_connections,
+    // which spans all workers. At the cap the client is counted as rejected,
+    // a warning is logged at most once per interval with the number turned
+    // away, and false is returned: the caller closes the client or drops the
+    // datagram. A session admitted here gives its place back when it ends.
+    bool admit_session(SharedState& shared) noexcept;
+
     const ListenerConfig* config_;
 
 private:
     ListenerStats own_stats_;
     std::shared_ptr<ListenerCounters> counters_;
+    LogThrottle own_turned_away_log_;  // when there are no shared counters
 
 protected:
     ListenerStats& stats_;  // written by this listener's worker only

@@ -78,9 +78,14 @@ private:
 // The number of worker threads `workers = N` means on this machine.
 unsigned effective_workers(int configured) noexcept;
 
-// max_connections, or the default derived from the descriptor limit: each
-// session needs two sockets and, while bytes are in flight, pipes.
-std::int64_t effective_max_sessions(int configured) noexcept;
+// Descriptors the default session cap leaves for everything but sessions.
+inline constexpr std::int64_t kReservedDescriptors = 64;
+
+// max_connections, or the default derived from the descriptor limit
+// `fd_limit`: two sockets per session, after what `workers` pools of
+// `idle_pipes_per_worker` idle pipes and kReservedDescriptors may hold.
+std::int64_t effective_max_sessions(int configured, std::int64_t fd_limit, unsigned workers,
+                                    std::size_t idle_pipes_per_worker) noexcept;
 
 
 } // namespace sluice

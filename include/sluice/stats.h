@@ -9,6 +9,8 @@
 // reset them.
 #pragma once
 
+#include "sluice/log_throttle.h"
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -41,6 +43,10 @@ public:
     // listener made by a test without a worker count).
     ListenerStats& worker(unsigned index) noexcept { return per_worker_[index < workers_ ? index : workers_ - 1]; }
     ListenerTotals total() const noexcept;
+
+    // One warning per interval for clients turned away at max_connections,
+    // shared by the listener's workers and kept across reloads.
+    LogThrottle turned_away_log;
 
 private:
     unsigned workers_;

@@ -23,6 +23,7 @@
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/pipe_pool.h"
+#include "sluice/relay.h"
 
 #include <cstdint>
 #include <memory>
@@ -81,33 +82,6 @@ public:
     TcpSession* next = nullptr;
 
 private:
-    // One direction of bytes: from one socket to the other.
-    //
-    // Small reads go through a buffer (read/write), large ones through a pipe
-    // (splice): a read that fills at least kShortRead bytes means the source
-    // is streaming, and the next read splices; a shorter one switches back.
-    // Zero-copy pays for bulk transfers, but for a request of a few hundred
-    // bytes splice costs as much as a copy and measurably worsens the tail
-    // latency of request/response traffic (bench/README.md), which is why
-    // HAProxy's splice-auto makes the same choice.
-    struct Direction {
-        Pipe pipe;                       // borrowed while spliced bytes are in flight
-        BufferPool::Buffer buffer;       // borrowed while copied bytes are in flight
-        std::uint32_t pending = 0;       // bytes read but not yet written
-        std::uint32_t buffer_offset = 0; // bytes in the buffer: next byte to write
-        bool eof = false;                // FIN read from the source
-        bool shut = false;               // shutdown(SHUT_WR) sent to the sink
-        bool splice_off = false;         // splice disabled or refused: copy for good
-        bool streaming = false;          // the last read was large: splice the next
-        bool pending_in_pipe = false;    // where the `pending` bytes are
-        std::uint64_t bytes = 0;         // bytes delivered to the sink
-        bool done() const noexcept { return shut; }
-        bool wants_read() const noexcept { return !eof && pending == 0; }
-        bool wants_write() const noexcept { return pending > 0; }
-    };
-
-    enum class PumpResult : std::uint8_t { Ok, SourceFailed, SinkFailed, NoResources };
-
     void connect_next();
     void on_connect_event(int revents);
     void on_connect_failed(SysError error);
@@ -118,13 +92,9 @@ private:
     void on_backend_event(int revents);
     void on_timer();
 
-    // Moves bytes along `dir` until a side would block or the direction ends.
-    PumpResult pump(Direction& dir, int source_fd, int sink_fd);
-    // Borrows the pipe (when `via_pipe`) or the buffer the next read goes
-    // into; returns where it went (a pipe that cannot be had means copying).
-    // nullopt: not even a buffer.
-    std::optional<bool> borrow_transit(Direction& dir, bool via_pipe);
-    void return_transit(Direction& dir);
+    // Moves bytes along `dir` (relay.h) and accounts for them.
+    PumpResult pump(RelayDirection& dir, int source_fd, int sink_fd);
+    TransitPools transit() noexcept;
     // After pumping: closes or resets the session if due, else updates the
     // watchers. Returns false when the session was deleted.
     bool settle(PumpResult up, PumpResult down);
@@ -151,8 +121,8 @@ private:
     SocketAddress client_address_;
     std::optional<BackendId> backend_;
     bool backend_released_ = false;  // release_backend() done for backend_
-    Direction upstream_;    // client -> backend
-    Direction downstream_;  // backend -> client
+    RelayDirection upstream_;    // client -> backend
+    RelayDirection downstream_;  // backend -> client
     State state_ = State::Connecting;
     ev_tstamp started_at_ = 0;
     ev_tstamp last_activity_ = 0;

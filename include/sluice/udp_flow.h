@@ -255,7 +255,6 @@ private:
     void forward(const SocketAddress& client, const ReplySource& source, const std::byte* data,
                  std::size_t length);
     UdpFlow* open_flow(const SocketAddress& client);
-    void note_flow_cap();
     void on_idle_timer();
     void arm_idle_timer();
     void flush_replies();
@@ -267,7 +266,6 @@ private:
     TimerWatcher idle_timer_;
     ev_prepare prepare_;  // flushes queued replies before the loop blocks
     FlowTable<UdpFlow> flows_;
-    bool cap_logged_ = false;
     // Bound to 0.0.0.0 or [::]: datagrams carry their destination address
     // (open_udp_socket asked for it) and replies are sent from it.
     bool wildcard_ = false;
