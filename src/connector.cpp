@@ -60,10 +60,15 @@ void Connector::local_shortage(BackendId backend, SysError error, std::int64_t n
     table_->release(backend);
     if (PoolStats* stats = pool_->stats.get())
         stats->rejected.fetch_add(1, std::memory_order_relaxed);
+    note_client_turned_away(error, now_ms);
+}
+
+void note_client_turned_away(SysError error, std::int64_t now_ms) noexcept
+{
     // One throttle for the process: a shortage hits every worker at once.
     static LogThrottle throttle;
     if (std::uint64_t clients = throttle.note(now_ms))
-        log::warning("closed {} new client{} in the last {}s: sluice is out of local resources ({}), not a "
+        log::warning("turned away {} new client{} in the last {}s: sluice is out of local resources ({}), not a "
                      "backend fault; service resumes when they free up",
                      clients, clients == 1 ? "" : "s", throttle.interval_ms() / 1000, describe(error));
 }

@@ -1,6 +1,7 @@
 #include "sluice/listener.h"
 
 #include "sluice/config.h"
+#include "sluice/connector.h"
 #include "sluice/log.h"
 #include "sluice/socket.h"
 #include "sluice/tcp_session.h"
@@ -131,6 +132,7 @@ bool TcpListener::shed_one_connection()
         return false;
     }
     stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+    note_client_turned_away(SysError::TooManyFiles, monotonic_ms());
     reserve.reset();
     Result<UniqueFd> doomed = accept_connection(fd_.get(), nullptr);
     (void)doomed;  // closed as it goes out of scope

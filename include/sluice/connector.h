@@ -37,10 +37,9 @@ public:
 
     // Connecting to `backend` failed for want of a local resource
     // (is_local_resource_error): releases the backend without counting it as
-    // a failure, since no backend is to blame, and logs the shortage at most
-    // once per interval, process-wide, with the number of clients it cost.
-    // The session then closes its client; service resumes by itself once
-    // descriptors or memory free up.
+    // a failure, since no backend is to blame, and logs the shortage
+    // (note_client_turned_away). The session then closes its client; service
+    // resumes by itself once descriptors or memory free up.
     void local_shortage(BackendId backend, SysError error, std::int64_t now_ms);
 
     // Retries already used (failed attempts).
@@ -52,5 +51,10 @@ private:
     BackendTable* table_;
     std::vector<BackendId> tried_;  // allocates only when a connect fails
 };
+
+// Any thread: a client was turned away because this host ran out of `error`
+// (is_local_resource_error). Logs at most once per interval, process-wide,
+// with the number of clients turned away meanwhile.
+void note_client_turned_away(SysError error, std::int64_t now_ms) noexcept;
 
 } // namespace sluice

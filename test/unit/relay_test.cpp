@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -268,4 +269,48 @@ TEST_CASE("the last FIN of a session is left to its close when asked")
     bool eof = false;
     read_available(sink.far.get(), &eof);
     CHECK_FALSE(eof);  // not sent: closing the sink sends it
+}
+
+TEST_CASE("a streaming direction that cannot get a pipe copies instead of failing")
+{
+    Pools pools;
+    SocketPair source = tcp_pair();
+    SocketPair sink = tcp_pair();
+    RelayDirection dir;
+    const std::string first = pattern(RelayDirection::kShortRead * 2);
+    write_all(source.far.get(), first);
+    std::string got;
+    bool eof = false;
+    for (int i = 0; i < 1000 && got.size() < first.size(); ++i) {
+        REQUIRE(pump(dir, source.near.get(), sink.near.get(), pools.transit(), FinAction::Shutdown) == PumpResult::Ok);
+        got += read_available(sink.far.get(), &eof);
+    }
+    REQUIRE(got == first);
+    REQUIRE(dir.streaming);  // the next read would splice
+
+    // Out of descriptors: no new pipe can be made.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    int lowest_free = ::dup(0);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+    // Emptied pools, so a pipe would have to be created.
+    Pools starved;
+    const std::string second = pattern(RelayDirection::kShortRead * 4);
+    write_all(source.far.get(), second);
+    ::shutdown(source.far.get(), SHUT_WR);
+    got.clear();
+    PumpResult result = PumpResult::Ok;
+    for (int i = 0; i < 1000 && !eof && result == PumpResult::Ok; ++i) {
+        result = pump(dir, source.near.get(), sink.near.get(), starved.transit(), FinAction::Shutdown);
+        got += read_available(sink.far.get(), &eof);
+    }
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    CHECK(result == PumpResult::Ok);
+    CHECK(dir.splice_off);
+    CHECK(eof);
+    CHECK(got == second);
 }
