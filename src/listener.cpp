@@ -109,10 +109,9 @@ void TcpListener::on_readable(int)
         stats_.accepted.fetch_add(1, std::memory_order_relaxed);
 
         WorkerPool* pool = worker_.generation()->find_pool(config_->pool);
-        auto* session = new TcpSession(worker_, worker_.generation(), *pool, *config_,
-                                       std::move(accepted.value()), peer);
-        worker_.add_session(session);
-        session->start();
+        TcpSession& session = worker_.sessions().add(std::make_unique<TcpSession>(
+            worker_, worker_.generation(), *pool, *config_, stats_, std::move(accepted.value()), peer));
+        session.start();
     }
 }
 

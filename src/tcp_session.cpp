@@ -15,34 +15,34 @@ ev_tstamp seconds(Duration d) { return static_cast<ev_tstamp>(d.count()) / 1000.
 
 } // namespace
 
-std::string_view to_string(CloseReason reason) noexcept
-{
-    switch (reason) {
-    case CloseReason::Done: return "done";
-    case CloseReason::ClientReset: return "client-reset";
-    case CloseReason::BackendReset: return "backend-reset";
-    case CloseReason::IdleTimeout: return "idle-timeout";
-    case CloseReason::NoBackend: return "no-backend";
-    case CloseReason::Shutdown: return "shutdown";
-    case CloseReason::ResourceLimit: return "resource-limit";
-    }
-    return "done";
-}
-
 TcpSession::TcpSession(Worker& worker, std::shared_ptr<WorkerGeneration> generation, WorkerPool& pool,
-                       const ListenerConfig& listener, UniqueFd client, const SocketAddress& client_address)
-    : worker_(worker)
-    , generation_(std::move(generation))
+                       const ListenerConfig& listener, ListenerStats& listener_stats, UniqueFd client,
+                       const SocketAddress& client_address)
+    : Session(listener, std::move(generation), worker.loop().now())
+    , worker_(worker)
     , pool_(pool)
-    , listener_(listener)
     , connector_(*pool.runtime, pool.balancer, worker.table())
+    , listener_stats_(listener_stats)
     , client_(std::move(client))
     , client_address_(client_address)
 {
     client_io_.bind<TcpSession, &TcpSession::on_client_event>(worker.loop(), this, client_.get());
     upstream_.splice_off = downstream_.splice_off = !worker.splice_enabled();
     timer_.bind<TcpSession, &TcpSession::on_timer>(worker.loop(), this);
-    started_at_ = last_activity_ = worker.loop().now();
+    last_activity_ = started_at();
+}
+
+std::string_view TcpSession::state() const noexcept
+{
+    if (state_ == State::Connecting)
+        return "connecting";
+    if (upstream_.eof && downstream_.eof)
+        return "closing";
+    if (upstream_.eof)
+        return "client-half-closed";
+    if (downstream_.eof)
+        return "backend-half-closed";
+    return "established";
 }
 
 TcpSession::~TcpSession() = default;
@@ -59,10 +59,10 @@ void TcpSession::connect_next()
 {
     std::optional<BackendId> id = connector_.next(client_address_, monotonic_ms());
     if (!id) {
-        close(CloseReason::NoBackend);
+        close(EndCause::NoBackend);
         return;
     }
-    backend_ = id;
+    worker_.sessions().set_backend(*this, *id);
     const BackendConfig* backend = pool_.runtime->backend(*id);
     Result<UniqueFd> sock = start_connect(backend->address);
     if (!sock) [[unlikely]] {
@@ -105,13 +105,13 @@ void TcpSession::on_connect_failed(SysError error)
     if (is_local_resource_error(error)) [[unlikely]] {
         // Our shortage, not the backend's: trying others would fail alike and
         // mark every healthy backend down.
-        connector_.local_shortage(*backend_, error, monotonic_ms());
-        backend_.reset();
-        close(CloseReason::ResourceLimit);
+        connector_.local_shortage(*backend(), error, monotonic_ms());
+        worker_.sessions().clear_backend(*this);
+        close(EndCause::ResourceLimit);
         return;
     }
-    connector_.failed(*backend_, error, monotonic_ms());
-    backend_.reset();
+    connector_.failed(*backend(), error, monotonic_ms());
+    worker_.sessions().clear_backend(*this);
     connect_next();
 }
 
@@ -123,8 +123,8 @@ void TcpSession::on_established()
     backend_io_.stop();
     backend_io_.bind<TcpSession, &TcpSession::on_backend_event>(worker_.loop(), this, backend_fd_.get());
     last_activity_ = worker_.loop().now();
-    if (listener_.idle_timeout.count() > 0)
-        timer_.start(seconds(listener_.idle_timeout));
+    if (listener().idle_timeout.count() > 0)
+        timer_.start(seconds(listener().idle_timeout));
     // The client may have sent its first bytes while we were connecting.
     PumpResult up = pump(upstream_, client_.get(), backend_fd_.get());
     settle(up, PumpResult::Ok);
@@ -170,10 +170,13 @@ PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd)
     PumpResult result = sluice::pump(dir, source_fd, sink_fd, transit(), on_fin);
     if (const std::uint64_t written = dir.bytes - before; written > 0) {
         last_activity_ = worker_.loop().now();
-        if (upstream)
-            worker_.table().add_bytes(*backend_, written, 0);
-        else
-            worker_.table().add_bytes(*backend_, 0, written);
+        if (upstream) {
+            worker_.table().add_bytes(*backend(), written, 0);
+            listener_stats_.bytes_in.fetch_add(written, std::memory_order_relaxed);
+        } else {
+            worker_.table().add_bytes(*backend(), 0, written);
+            listener_stats_.bytes_out.fetch_add(written, std::memory_order_relaxed);
+        }
     }
     if (dir.shut && other.shut)
         release_backend();
@@ -185,19 +188,19 @@ TransitPools TcpSession::transit() noexcept { return TransitPools{worker_.pipes(
 bool TcpSession::settle(PumpResult up, PumpResult down)
 {
     if (up == PumpResult::SourceFailed || down == PumpResult::SinkFailed) [[unlikely]] {
-        close(CloseReason::ClientReset);
+        close(EndCause::ClientReset);
         return false;
     }
     if (up == PumpResult::SinkFailed || down == PumpResult::SourceFailed) [[unlikely]] {
-        close(CloseReason::BackendReset);
+        close(EndCause::BackendReset);
         return false;
     }
     if (up == PumpResult::NoResources || down == PumpResult::NoResources) [[unlikely]] {
-        close(CloseReason::ResourceLimit);
+        close(EndCause::ResourceLimit);
         return false;
     }
     if (upstream_.done() && downstream_.done()) {
-        close(CloseReason::Done);
+        close(EndCause::Done);
         return false;
     }
     update_watchers();
@@ -219,33 +222,31 @@ void TcpSession::on_timer()
     // Idle timeout, checked lazily: activity only stamps last_activity_, and
     // the timer re-arms for the remainder (libev's ev.pod, "be smart about
     // timeouts"), so the per-byte path never touches the timer heap.
-    ev_tstamp idle = seconds(listener_.idle_timeout);
+    ev_tstamp idle = seconds(listener().idle_timeout);
     ev_tstamp deadline = last_activity_ + idle;
     ev_tstamp now = worker_.loop().now();
     if (deadline <= now) {
-        close(CloseReason::IdleTimeout);
+        close(EndCause::IdleTimeout);
         return;
     }
     timer_.start(deadline - now);
 }
 
-void TcpSession::abort(CloseReason reason) { close(reason); }
-
 void TcpSession::release_backend() noexcept
 {
-    if (backend_ && !backend_released_) {
-        worker_.table().release(*backend_);
+    if (std::optional<BackendId> id = backend(); id && !backend_released_) {
+        worker_.table().release(*id);
         backend_released_ = true;
     }
 }
 
-void TcpSession::close(CloseReason reason)
+void TcpSession::close(EndCause cause)
 {
     // A reset that came in goes out the other side, so neither peer waits on
     // a half-dead connection.
-    if (reason == CloseReason::BackendReset)
+    if (cause == EndCause::BackendReset)
         set_reset_on_close(client_.get());
-    else if (reason == CloseReason::ClientReset && backend_fd_)
+    else if (cause == EndCause::ClientReset && backend_fd_)
         set_reset_on_close(backend_fd_.get());
 
     client_io_.stop();
@@ -255,10 +256,7 @@ void TcpSession::close(CloseReason reason)
     return_transit(upstream_, transit());
     return_transit(downstream_, transit());
     release_backend();
-    worker_.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
-    worker_.record_session_end(*this, reason);
-    worker_.remove_session(this);
-    delete this;
+    worker_.sessions().finish(*this, cause);  // destroys this session
 }
 
 } // namespace sluice

@@ -28,18 +28,6 @@ bool backend_failure(SysError error) noexcept
 
 } // namespace
 
-std::string_view to_string(FlowEnd why) noexcept
-{
-    switch (why) {
-    case FlowEnd::IdleTimeout: return "idle-timeout";
-    case FlowEnd::Responses: return "responses";
-    case FlowEnd::BackendRefused: return "backend-refused";
-    case FlowEnd::BackendError: return "backend-error";
-    case FlowEnd::Stopped: return "stopped";
-    }
-    return "stopped";
-}
-
 // Room for one IP_PKTINFO or IPV6_PKTINFO control message.
 constexpr std::size_t kPacketInfoSpace = CMSG_SPACE(sizeof(in6_pktinfo));
 
@@ -120,22 +108,22 @@ void set_reply_source(msghdr& header, unsigned char* control, const ReplySource&
 
 UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> generation, const PoolRuntime& pool,
                  BackendId backend, UniqueFd socket)
-    : listener_(listener), generation_(std::move(generation)), pool_(&pool), socket_(std::move(socket)),
-      backend_(backend)
+    : Session(listener.config(), std::move(generation), listener.worker().loop().now()), listener_(listener),
+      pool_(&pool), socket_(std::move(socket)), backend_(backend)
 {
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
 }
 
 // The flow holds one backend reference (BackendTable::acquire, taken by the
-// Connector) and one count in SharedState::sessions (taken by open_flow).
+// Connector); its admission is given back by the registry.
 UdpFlow::~UdpFlow()
 {
     io_.stop();
-    Worker& worker = listener_.worker();
-    worker.table().release(backend_);
-    worker.shared().sessions.fetch_sub(1, std::memory_order_relaxed);
+    listener_.worker().table().release(backend_);
 }
+
+void UdpFlow::end(EndCause cause) { listener_.end_flow(*this, cause); }
 
 // The size is a limit, not an allocation: an idle flow costs nothing for it.
 void UdpFlow::raise_receive_buffer() noexcept
@@ -161,9 +149,9 @@ void UdpFlow::on_readable(int)
         return;
     if (backend_failure(got.error)) {
         listener_.record_backend_failure(*this, got.error);
-        listener_.end_flow(*this, FlowEnd::BackendRefused);
+        listener_.end_flow(*this, EndCause::BackendRefused);
     } else {
-        listener_.end_flow(*this, FlowEnd::BackendError);
+        listener_.end_flow(*this, EndCause::BackendError);
     }
 }
 
@@ -210,7 +198,7 @@ void UdpListener::stop()
         return;
     flush_replies();
     while (UdpFlow* flow = flows_.oldest())
-        end_flow(*flow, FlowEnd::Stopped);
+        end_flow(*flow, EndCause::Shutdown);
     io_.stop();
     idle_timer_.stop();
     ev_prepare_stop(worker_.loop().raw(), &prepare_);
@@ -272,17 +260,17 @@ void UdpListener::forward(const SocketAddress& client, const ReplySource& source
         flow->note_datagram_size(length);
         IoResult sent = write_some(flow->fd(), data, length);
         if (sent.ok()) [[likely]] {
-            flow->count_request();
+            flow->count_request(length);
             if (wildcard_)
                 flow->source = source;
             flows_.touch(flow, worker_.loop().now());
-            worker_.table().add_bytes(flow->backend(), length, 0);
+            worker_.table().add_bytes(flow->backend_id(), length, 0);
             stats_.bytes_in.fetch_add(length, std::memory_order_relaxed);
             return;
         }
         if (backend_failure(sent.error)) {
             record_backend_failure(*flow, sent.error);
-            end_flow(*flow, FlowEnd::BackendRefused);
+            end_flow(*flow, EndCause::BackendRefused);
             flow = nullptr;
             continue;
         }
@@ -304,12 +292,13 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
         while (std::optional<BackendId> id = connector.next(client, now_ms)) {
             Result<UniqueFd> sock = open_connected_udp(pool->runtime->backend(*id)->address);
             if (sock) [[likely]] {
-                auto flow = std::make_unique<UdpFlow>(*this, generation, *pool->runtime, *id,
-                                                      std::move(sock.value()));
-                UdpFlow* added = flows_.insert(client, std::move(flow), worker_.loop().now());
+                UdpFlow& added = worker_.sessions().add(
+                    std::make_unique<UdpFlow>(*this, generation, *pool->runtime, *id, std::move(sock.value())));
+                worker_.sessions().set_backend(added, *id);
+                flows_.insert(client, &added, worker_.loop().now());
                 stats_.accepted.fetch_add(1, std::memory_order_relaxed);
                 arm_idle_timer();
-                return added;
+                return &added;
             }
             if (is_local_resource_error(sock.error())) {
                 connector.local_shortage(*id, sock.error(), now_ms);
@@ -335,7 +324,7 @@ std::byte* UdpListener::reply_space()
 void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
 {
     Reply& reply = replies_[reply_count_];
-    reply.client = *flow.client;
+    reply.client = *flow.client_key;
     reply.data.iov_base = reply_arena_.get() + reply_used_;
     reply.data.iov_len = length;
     msghdr& h = reply_headers_[reply_count_].msg_hdr;
@@ -350,11 +339,11 @@ void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
     // Keep the next reply 16-byte aligned; the arena always has a slot free.
     reply_used_ += (length + 15) & ~std::size_t{15};
 
-    worker_.table().add_bytes(flow.backend(), 0, length);
+    worker_.table().add_bytes(flow.backend_id(), 0, length);
     stats_.bytes_out.fetch_add(length, std::memory_order_relaxed);
-    flow.count_reply();
+    flow.count_reply(length);
     if (flow.answered(config_->responses)) {
-        end_flow(flow, FlowEnd::Responses);  // e.g. DNS: the answers came, free it at once
+        end_flow(flow, EndCause::Responses);  // e.g. DNS: the answers came, free it at once
         return;
     }
     flows_.touch(&flow, worker_.loop().now());
@@ -389,21 +378,21 @@ void UdpListener::on_prepare(struct ev_loop*, ev_prepare* watcher, int)
         self->flush_replies();
 }
 
-void UdpListener::end_flow(UdpFlow& flow, FlowEnd why)
+void UdpListener::end_flow(UdpFlow& flow, EndCause cause)
 {
     if (log::enabled(log::Level::Debug)) [[unlikely]]
-        log::debug("listener {}: flow {} -> {} ended ({}, {} replies)", config_->name, flow.client->to_string(),
-                   flow.pool().label(flow.backend()), to_string(why), flow.replies());
-    std::unique_ptr<UdpFlow> ended = flows_.remove(&flow);
-    // Destroyed here: socket closed, backend and session count released.
+        log::debug("listener {}: flow {} -> {} ended ({}, {} replies)", config_->name, flow.client().to_string(),
+                   flow.pool().label(flow.backend_id()), to_string(cause), flow.replies());
+    // Destroyed in finish(): socket closed, backend and admission released.
+    flows_.remove(&flow, [this, cause](UdpFlow* ended) { worker_.sessions().finish(*ended, cause); });
 }
 
 void UdpListener::record_backend_failure(UdpFlow& flow, SysError error)
 {
     const PoolConfig& pool = *flow.pool().config;
-    if (worker_.table().record_connect_failure(flow.backend(), monotonic_ms(), pool.max_fails,
+    if (worker_.table().record_connect_failure(flow.backend_id(), monotonic_ms(), pool.max_fails,
                                                pool.fail_timeout.count()))
-        log::warning("{} is DOWN ({} failures within {}ms, last: {})", flow.pool().label(flow.backend()),
+        log::warning("{} is DOWN ({} failures within {}ms, last: {})", flow.pool().label(flow.backend_id()),
                      pool.max_fails, pool.fail_timeout.count(), describe(error));
 }
 
@@ -423,7 +412,7 @@ void UdpListener::on_idle_timer()
             idle_timer_.start(deadline - now);
             return;
         }
-        end_flow(*flow, FlowEnd::IdleTimeout);
+        end_flow(*flow, EndCause::IdleTimeout);
     }
 }
 

@@ -1,6 +1,5 @@
 #include "sluice/worker.h"
 
-#include "sluice/access_log.h"
 #include "sluice/config.h"
 #include "sluice/cpu_affinity.h"
 #include "sluice/errors.h"
@@ -28,6 +27,7 @@ Worker::Worker(unsigned index, SharedState& shared, const WorkerOptions& options
     , buffers_(16)
     , reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC))
     , splice_(options.splice)
+    , sessions_(shared.sessions, loop_)
 {
 }
 
@@ -114,64 +114,27 @@ void Worker::adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerH
 
 std::vector<SessionInfo> Worker::describe_sessions() const
 {
+    loop_.assert_loop_thread();
     std::vector<SessionInfo> out;
     const ev_tstamp now = loop_.now();
-    for (const TcpSession* s = sessions_; s; s = s->next) {
+    sessions_.for_each([&](const Session& s) {
         SessionInfo info;
         info.worker = index_;
-        info.listener = s->listener().name;
-        info.client = s->client_address().to_string();
+        info.listener = s.listener().name;
+        info.protocol = s.protocol() == Protocol::Udp ? "udp" : "tcp";
+        info.client = s.client().to_string();
         info.backend = "-";
-        if (auto id = s->backend())
-            if (const PoolRuntime* pool = s->generation().runtime->find_pool(s->listener().pool))
+        if (auto id = s.backend())
+            if (const PoolRuntime* pool = s.generation().runtime->find_pool(s.listener().pool))
                 info.backend = pool->label(*id);
-        info.age_seconds = now - s->started_at();
-        info.bytes_in = s->bytes_from_client();
-        info.bytes_out = s->bytes_from_backend();
-        if (s->state() == TcpSession::State::Connecting)
-            info.state = "connecting";
-        else if (s->client_half_closed() && s->backend_half_closed())
-            info.state = "closing";
-        else if (s->client_half_closed())
-            info.state = "client-half-closed";
-        else if (s->backend_half_closed())
-            info.state = "backend-half-closed";
-        else
-            info.state = "established";
+        info.age_seconds = now - s.started_at();
+        SessionCounts counts = s.counts();
+        info.bytes_in = counts.bytes_in;
+        info.bytes_out = counts.bytes_out;
+        info.state = s.state();
         out.push_back(std::move(info));
-    }
+    });
     return out;
-}
-
-void Worker::record_session_end(const TcpSession& session, CloseReason reason) noexcept
-{
-    const Runtime& runtime = *session.generation().runtime;
-    const ListenerRuntime* listener = runtime.find_listener(session.listener());
-    if (!listener)
-        return;
-    if (listener->counters) {
-        ListenerStats& stats = listener->counters->worker(index_);
-        stats.bytes_in.fetch_add(session.bytes_from_client(), std::memory_order_relaxed);
-        stats.bytes_out.fetch_add(session.bytes_from_backend(), std::memory_order_relaxed);
-    }
-    if (!listener->access_log)
-        return;
-    try {
-        AccessRecord record;
-        record.listener = session.listener().name;
-        record.client = session.client_address().to_string();
-        record.backend = "-";
-        if (auto id = session.backend())
-            if (const PoolRuntime* pool = runtime.find_pool(session.listener().pool))
-                record.backend = pool->label(*id);
-        record.duration_ms = static_cast<std::int64_t>((loop_.now() - session.started_at()) * 1000.0);
-        record.bytes_in = session.bytes_from_client();
-        record.bytes_out = session.bytes_from_backend();
-        record.end = to_string(reason);
-        listener->access_log->write_line(format_access_line(record));
-    } catch (...) {
-        // Out of memory: no access line for this session.
-    }
 }
 
 void Worker::bind_cpu(int cpu, std::vector<int> allowed)
@@ -195,8 +158,7 @@ void Worker::shutdown()
     loop_.post([this] {
         for (auto& listener : listeners_)
             listener->stop();
-        while (sessions_)
-            sessions_->abort(CloseReason::Shutdown);
+        sessions_.end_all(EndCause::Shutdown);
         loop_.break_loop();
     });
 }
@@ -205,27 +167,6 @@ void Worker::join()
 {
     if (thread_.joinable())
         thread_.join();
-}
-
-void Worker::add_session(TcpSession* session) noexcept
-{
-    session->prev = nullptr;
-    session->next = sessions_;
-    if (sessions_)
-        sessions_->prev = session;
-    sessions_ = session;
-    session_count_.fetch_add(1, std::memory_order_relaxed);
-}
-
-void Worker::remove_session(TcpSession* session) noexcept
-{
-    if (session->prev)
-        session->prev->next = session->next;
-    else
-        sessions_ = session->next;
-    if (session->next)
-        session->next->prev = session->prev;
-    session_count_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 } // namespace sluice

@@ -9,6 +9,7 @@
 #include <ev.h>
 
 #include <atomic>
+#include <cassert>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -37,6 +38,9 @@ public:
     void update_now() noexcept { ev_now_update(loop_); }
 
     bool in_loop_thread() const noexcept { return std::this_thread::get_id() == owner_; }
+    // Debug builds: aborts unless called on the loop's thread (before run(),
+    // the thread that made the loop). For methods documented "loop thread".
+    void assert_loop_thread() const noexcept { assert(in_loop_thread()); }
 
     // Any thread: the CPU time the loop's thread has used (user + system,
     // seconds), as read at the start of the latest loop iteration.

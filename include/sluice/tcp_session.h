@@ -22,70 +22,46 @@
 #include "sluice/connector.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
-#include "sluice/pipe_pool.h"
 #include "sluice/relay.h"
+#include "sluice/session.h"
+#include "sluice/stats.h"
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 
 namespace sluice {
 
 class Worker;
 struct WorkerGeneration;
 struct WorkerPool;
-struct ListenerConfig;
 
-// How a session ended (access log, counters).
-enum class CloseReason : std::uint8_t {
-    Done,            // both sides closed normally
-    ClientReset,
-    BackendReset,
-    IdleTimeout,
-    NoBackend,       // no usable backend, or every retry failed
-    Shutdown,        // sluice stopped (drain timeout or second signal)
-    ResourceLimit,   // could not get a socket or buffer
-};
-std::string_view to_string(CloseReason reason) noexcept;
-
-class TcpSession {
+class TcpSession final : public Session {
 public:
     enum class State : std::uint8_t { Connecting, Established };
 
-    // Takes the accepted client socket; call start() next.
+    // Takes the accepted client socket; hand the session to the worker's
+    // registry, then call start().
+    // `listener_stats`: this worker's line of the listener's counters (kept
+    // alive by `generation`).
     TcpSession(Worker& worker, std::shared_ptr<WorkerGeneration> generation, WorkerPool& pool,
-               const ListenerConfig& listener, UniqueFd client, const SocketAddress& client_address);
-    ~TcpSession();
-    TcpSession(const TcpSession&) = delete;
-    TcpSession& operator=(const TcpSession&) = delete;
+               const ListenerConfig& listener, ListenerStats& listener_stats, UniqueFd client,
+               const SocketAddress& client_address);
+    ~TcpSession() override;
 
-    // Picks a backend and starts connecting. May delete the session (no backend).
+    // Picks a backend and starts connecting. May end the session (no backend).
     void start();
 
-    // Ends the session now (shutdown or drain timeout). Deletes it.
-    void abort(CloseReason reason);
-
-    // --- read by the worker for show sessions / access log ---
-    const SocketAddress& client_address() const noexcept { return client_address_; }
-    std::optional<BackendId> backend() const noexcept { return backend_; }
-    State state() const noexcept { return state_; }
-    std::uint64_t bytes_from_client() const noexcept { return upstream_.bytes; }
-    std::uint64_t bytes_from_backend() const noexcept { return downstream_.bytes; }
-    bool client_half_closed() const noexcept { return upstream_.eof; }
-    bool backend_half_closed() const noexcept { return downstream_.eof; }
-    ev_tstamp started_at() const noexcept { return started_at_; }
-    const ListenerConfig& listener() const noexcept { return listener_; }
-    const WorkerGeneration& generation() const noexcept { return *generation_; }
-
-    // Intrusive list of the worker's sessions.
-    TcpSession* prev = nullptr;
-    TcpSession* next = nullptr;
+    // --- Session ---
+    // Ends the session now (shutdown, drain timeout). Destroys it.
+    void end(EndCause cause) override { close(cause); }
+    const SocketAddress& client() const noexcept override { return client_address_; }
+    SessionCounts counts() const noexcept override { return {upstream_.bytes, downstream_.bytes, 0, 0}; }
+    std::string_view state() const noexcept override;
 
 private:
     void connect_next();
     void on_connect_event(int revents);
     void on_connect_failed(SysError error);
-    void on_connect_timeout();
     void on_established();
 
     void on_client_event(int revents);
@@ -100,16 +76,18 @@ private:
     bool settle(PumpResult up, PumpResult down);
     void update_watchers();
 
-    void close(CloseReason reason);
+    // Ends the session through the registry, which destroys it.
+    void close(EndCause cause);
     // Ends this session's count in the backend table's `active`, once: at the
     // last FIN out, or at close(), whichever comes first.
     void release_backend() noexcept;
 
     Worker& worker_;
-    std::shared_ptr<WorkerGeneration> generation_;
     WorkerPool& pool_;
-    const ListenerConfig& listener_;
     Connector connector_;
+    // This worker's line of the listener's counters, kept alive by the
+    // session's generation; bytes are counted as they move.
+    ListenerStats& listener_stats_;
 
     UniqueFd client_;
     UniqueFd backend_fd_;
@@ -119,12 +97,10 @@ private:
     TimerWatcher timer_;
 
     SocketAddress client_address_;
-    std::optional<BackendId> backend_;
-    bool backend_released_ = false;  // release_backend() done for backend_
+    bool backend_released_ = false;  // release_backend() done for backend()
     RelayDirection upstream_;    // client -> backend
     RelayDirection downstream_;  // backend -> client
     State state_ = State::Connecting;
-    ev_tstamp started_at_ = 0;
     ev_tstamp last_activity_ = 0;
 };
 

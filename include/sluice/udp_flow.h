@@ -25,6 +25,7 @@
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/listener.h"
+#include "sluice/session.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -67,7 +68,7 @@ struct FlowLink {
     FlowLink* older = nullptr;
     FlowLink* newer = nullptr;
     double last_active = 0;               // loop time of the last datagram either way
-    const SocketAddress* client = nullptr; // the table's key (map nodes do not move)
+    const SocketAddress* client_key = nullptr; // the table's key (map nodes do not move)
 };
 
 // Flows by client address, plus an intrusive list from least to most recently
@@ -84,18 +85,18 @@ public:
     Flow* find(const SocketAddress& client) const
     {
         auto it = flows_.find(client);
-        return it == flows_.end() ? nullptr : it->second.get();
+        return it == flows_.end() ? nullptr : it->second;
     }
 
-    // Adds a flow for `client` (not already present) as the newest one.
-    Flow* insert(const SocketAddress& client, std::unique_ptr<Flow> flow, double now)
+    // Adds `flow` for `client` (not already present) as the newest one. The
+    // table does not own it; the flow's `client` points at the table's key.
+    Flow* insert(const SocketAddress& client, Flow* flow, double now)
     {
-        auto [it, inserted] = flows_.emplace(client, std::move(flow));
-        Flow* added = it->second.get();
-        added->client = &it->first;
-        added->last_active = now;
-        link_newest(added);
-        return added;
+        auto [it, inserted] = flows_.emplace(client, flow);
+        flow->client_key = &it->first;
+        flow->last_active = now;
+        link_newest(flow);
+        return flow;
     }
 
     // Traffic on `flow`: it becomes the newest.
@@ -108,14 +109,15 @@ public:
         link_newest(flow);
     }
 
-    // Takes `flow` out of the table and hands it back (to be destroyed).
-    std::unique_ptr<Flow> remove(Flow* flow)
+    // Takes `flow` out of the table and calls `destroy(flow)` while its
+    // client address (the table's key) is still valid.
+    template <typename Destroy>
+    void remove(Flow* flow, Destroy&& destroy)
     {
         unlink(flow);
-        auto node = flows_.extract(*flow->client);
-        std::unique_ptr<Flow> owned = std::move(node.mapped());
-        owned->client = nullptr;
-        return owned;
+        auto it = flows_.find(*flow->client_key);
+        destroy(flow);
+        flows_.erase(it);
     }
 
     // The least recently active flow, or null when empty.
@@ -141,35 +143,44 @@ private:
         link->older = link->newer = nullptr;
     }
 
-    std::unordered_map<SocketAddress, std::unique_ptr<Flow>, ClientAddressHash> flows_;
+    std::unordered_map<SocketAddress, Flow*, ClientAddressHash> flows_;
     FlowLink* oldest_ = nullptr;
     FlowLink* newest_ = nullptr;
 };
 
 class UdpListener;
 
-// How a flow ended.
-enum class FlowEnd : std::uint8_t { IdleTimeout, Responses, BackendRefused, BackendError, Stopped };
-std::string_view to_string(FlowEnd why) noexcept;
-
-// One client's flow: the connected socket towards its backend. Owned by its
-// listener's FlowTable.
-class UdpFlow final : public FlowLink {
+// One client's flow: the connected socket towards its backend. A session
+// (session.h): owned by the worker's SessionRegistry, found by client address
+// through its listener's FlowTable.
+class UdpFlow final : public FlowLink, public Session {
 public:
     UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> generation, const PoolRuntime& pool,
             BackendId backend, UniqueFd socket);
-    ~UdpFlow();  // releases the backend and the session count
-    UdpFlow(const UdpFlow&) = delete;
-    UdpFlow& operator=(const UdpFlow&) = delete;
+    ~UdpFlow() override;  // releases the backend
+
+    // --- Session ---
+    void end(EndCause cause) override;
+    const SocketAddress& client() const noexcept override { return *client_key; }
+    SessionCounts counts() const noexcept override { return {bytes_in_, bytes_out_, requests_, replies_}; }
+    std::string_view state() const noexcept override { return "active"; }
 
     int fd() const noexcept { return socket_.get(); }
-    BackendId backend() const noexcept { return backend_; }
+    BackendId backend_id() const noexcept { return backend_; }
     const PoolRuntime& pool() const noexcept { return *pool_; }
     std::uint32_t replies() const noexcept { return replies_; }
-    void count_reply() noexcept { ++replies_; }
+    void count_reply(std::size_t length) noexcept
+    {
+        ++replies_;
+        bytes_out_ += length;
+    }
     // The address the client last sent to (wildcard listeners only).
     ReplySource source;
-    void count_request() noexcept { ++requests_; }
+    void count_request(std::size_t length) noexcept
+    {
+        ++requests_;
+        bytes_in_ += length;
+    }
     // A datagram of `length` bytes went through the flow, either way. The
     // first one larger than an Ethernet frame's payload raises the socket's
     // receive buffer (see kFlowReceiveBuffer); most flows never pay for it.
@@ -196,15 +207,14 @@ private:
     void raise_receive_buffer() noexcept;
 
     UdpListener& listener_;
-    // The generation the flow started under stays alive while it runs, so a
-    // reload never frees the pool (and its backend labels) under it.
-    std::shared_ptr<WorkerGeneration> generation_;
-    const PoolRuntime* pool_;
+    const PoolRuntime* pool_;  // of the session's generation
     UniqueFd socket_;
     IoWatcher io_;
     BackendId backend_;
     std::uint32_t requests_ = 0;  // datagrams sent to the backend
     std::uint32_t replies_ = 0;   // datagrams received from it
+    std::uint64_t bytes_in_ = 0;  // client -> backend
+    std::uint64_t bytes_out_ = 0; // backend -> client
     bool large_buffer_ = false;   // raise_receive_buffer() done
 };
 
@@ -246,7 +256,8 @@ public:
     // when the arena or the batch is full.
     std::byte* reply_space();
     void queue_reply(UdpFlow& flow, std::size_t length);
-    void end_flow(UdpFlow& flow, FlowEnd why);
+    // The one end of a flow: out of the table, then SessionRegistry::finish.
+    void end_flow(UdpFlow& flow, EndCause cause);
     void record_backend_failure(UdpFlow& flow, SysError error);
     Worker& worker() noexcept { return worker_; }
 

@@ -10,6 +10,7 @@
 #include "sluice/event_loop.h"
 #include "sluice/pipe_pool.h"
 #include "sluice/runtime.h"
+#include "sluice/session.h"
 
 #include <atomic>
 #include <cstddef>
@@ -24,8 +25,6 @@
 namespace sluice {
 
 class Listener;
-class TcpSession;
-enum class CloseReason : std::uint8_t;
 
 // What every worker shares: the backend table and the global session limit.
 struct SharedState {
@@ -67,12 +66,13 @@ struct ListenerHandoff {
 struct SessionInfo {
     unsigned worker = 0;
     std::string listener;
+    std::string protocol;  // tcp, udp
     std::string client;
     std::string backend;   // "pool/name" or "-"
     double age_seconds = 0;
     std::uint64_t bytes_in = 0;   // client -> backend
     std::uint64_t bytes_out = 0;  // backend -> client
-    std::string state;     // connecting, established, client-half-closed, backend-half-closed
+    std::string state;     // connecting, established, client-half-closed, backend-half-closed, closing; udp: active
 };
 
 struct WorkerOptions {
@@ -114,8 +114,8 @@ public:
     // Control thread: waits for the thread to end.
     void join();
 
-    // Any thread: sessions currently open on this worker.
-    std::size_t session_count() const noexcept { return session_count_.load(std::memory_order_relaxed); }
+    // Any thread: sessions (TCP and UDP) currently open on this worker.
+    std::size_t session_count() const noexcept { return sessions_.session_count(); }
     // Any thread: CPU time the worker's thread has used (EventLoop::cpu_seconds).
     double cpu_seconds() const noexcept { return loop_.cpu_seconds(); }
     unsigned index() const noexcept { return index_; }
@@ -132,11 +132,8 @@ public:
     UniqueFd& reserve_fd() noexcept { return reserve_fd_; }
     const std::shared_ptr<WorkerGeneration>& generation() const noexcept { return generation_; }
 
-    void add_session(TcpSession* session) noexcept;
-    void remove_session(TcpSession* session) noexcept;
-    // A session is closing: adds its bytes to its listener's counters and
-    // writes its access log line.
-    void record_session_end(const TcpSession& session, CloseReason reason) noexcept;
+    // Every live session of this worker, TCP and UDP.
+    SessionRegistry& sessions() noexcept { return sessions_; }
 
 private:
     void run();
@@ -152,8 +149,7 @@ private:
     bool splice_;
     std::shared_ptr<WorkerGeneration> generation_;
     std::vector<std::unique_ptr<Listener>> listeners_;
-    TcpSession* sessions_ = nullptr;  // intrusive list head
-    std::atomic<std::size_t> session_count_{0};
+    SessionRegistry sessions_;
     std::thread thread_;
 };
 

@@ -21,6 +21,7 @@
 #include <optional>
 #include <poll.h>
 #include <set>
+#include <sstream>
 #include <sys/resource.h>
 #include <fstream>
 #include <sys/socket.h>
@@ -706,4 +707,46 @@ TEST_CASE("SIGTERM with open udp flows exits 0")
     }
     sluice.process().send_signal(SIGTERM);
     CHECK(sluice.process().wait_exit(10s) == 0);
+}
+
+TEST_CASE("a UDP flow is a session: show sessions lists it, show stat counts it, its end is access-logged")
+{
+    EchoBackend a("a", "echo", "127.0.0.1:0", Transport::Udp);
+    Sluice sluice(udp_config({a.address()}, "idle_timeout = \"1s\"\naccess_log = \"@DIR@/access.log\"", "",
+                             "workers = 2\n\n[admin]\nsocket = \"@DIR@/admin.sock\"\nmetrics = \"\""));
+    AdminClient admin(sluice.dir() + "/admin.sock");
+    UdpClient client(sluice.port("front"));
+    REQUIRE(client.ask("ping-1", 1, 5s));
+    REQUIRE(client.ask("ping-22", 1, 5s));
+    sockaddr_in local{};
+    socklen_t len = sizeof(local);
+    ::getsockname(client.fd(), reinterpret_cast<sockaddr*>(&local), &len);
+    const std::string client_address = "127.0.0.1:" + std::to_string(ntohs(local.sin_port));
+
+    std::string sessions = admin.command("json show sessions");
+    INFO(sessions);
+    CHECK(sessions.find(R"("client":")" + client_address + R"(")") != std::string::npos);
+    CHECK(sessions.find(R"("backend":"p/)" + a.address() + R"(")") != std::string::npos);
+    CHECK(sessions.find(R"("state":"active")") != std::string::npos);
+    // One worker counts the flow as its session.
+    std::string stat = admin.command("json show stat");
+    CHECK(stat.find(R"("sessions":1})") != std::string::npos);
+
+    // The idle timeout ends the flow: one access line with its bytes.
+    std::string log;
+    CHECK(wait_until([&] {
+        std::ifstream in(sluice.dir() + "/access.log");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        log = ss.str();
+        return !log.empty();
+    }));
+    INFO(log);
+    CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+    CHECK(log.find(" listener=front client=" + client_address + " backend=p/" + a.address() + " duration_ms=")
+          != std::string::npos);
+    // 6 + 7 bytes each way (nothing is resent: loopback with one client does
+    // not drop).
+    CHECK(log.find(" bytes_in=13 bytes_out=13 end=idle-timeout\n") != std::string::npos);
+    CHECK(wait_until([&] { return admin.command("json show sessions") == R"({"sessions":[]})"; }));
 }

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,24 @@ struct TestFlow : FlowLink {
     explicit TestFlow(int id_) : id(id_) {}
     int id;
 };
+
+// The flows of one test (the table does not own them).
+struct Flows {
+    std::vector<std::unique_ptr<TestFlow>> owned;
+    TestFlow* make(int id)
+    {
+        owned.push_back(std::make_unique<TestFlow>(id));
+        return owned.back().get();
+    }
+};
+
+// Removes `flow` from `table`; returns the id the destroy step saw.
+int remove(FlowTable<TestFlow>& table, TestFlow* flow)
+{
+    int seen = 0;
+    table.remove(flow, [&](TestFlow* removed) { seen = removed->id; });
+    return seen;
+}
 
 SocketAddress addr(const std::string& text)
 {
@@ -39,9 +58,10 @@ std::vector<int> idle_order(const FlowTable<TestFlow>& table)
 TEST_CASE("a flow is found by its client's IP and port, not by the IP alone")
 {
     FlowTable<TestFlow> table;
-    table.insert(addr("10.0.0.1:5000"), std::make_unique<TestFlow>(1), 0);
-    table.insert(addr("10.0.0.1:5001"), std::make_unique<TestFlow>(2), 0);
-    table.insert(addr("[::1]:5000"), std::make_unique<TestFlow>(3), 0);
+    Flows flows;
+    table.insert(addr("10.0.0.1:5000"), flows.make(1), 0);
+    table.insert(addr("10.0.0.1:5001"), flows.make(2), 0);
+    table.insert(addr("[::1]:5000"), flows.make(3), 0);
 
     REQUIRE(table.find(addr("10.0.0.1:5000")));
     CHECK(table.find(addr("10.0.0.1:5000"))->id == 1);
@@ -52,22 +72,24 @@ TEST_CASE("a flow is found by its client's IP and port, not by the IP alone")
     CHECK(table.size() == 3);
 }
 
-TEST_CASE("a flow's client pointer refers to the table's own key")
+TEST_CASE("a flow's client key refers to the table's own key")
 {
     FlowTable<TestFlow> table;
+    Flows flows;
     SocketAddress client = addr("192.0.2.7:53");
-    TestFlow* flow = table.insert(client, std::make_unique<TestFlow>(1), 0);
-    REQUIRE(flow->client != nullptr);
-    CHECK(flow->client != &client);
-    CHECK(*flow->client == client);
+    TestFlow* flow = table.insert(client, flows.make(1), 0);
+    REQUIRE(flow->client_key != nullptr);
+    CHECK(flow->client_key != &client);
+    CHECK(*flow->client_key == client);
 }
 
 TEST_CASE("the oldest flow is the least recently active one")
 {
     FlowTable<TestFlow> table;
-    TestFlow* a = table.insert(addr("10.0.0.1:1"), std::make_unique<TestFlow>(1), 1.0);
-    table.insert(addr("10.0.0.1:2"), std::make_unique<TestFlow>(2), 2.0);
-    TestFlow* c = table.insert(addr("10.0.0.1:3"), std::make_unique<TestFlow>(3), 3.0);
+    Flows flows;
+    TestFlow* a = table.insert(addr("10.0.0.1:1"), flows.make(1), 1.0);
+    table.insert(addr("10.0.0.1:2"), flows.make(2), 2.0);
+    TestFlow* c = table.insert(addr("10.0.0.1:3"), flows.make(3), 3.0);
     CHECK(idle_order(table) == std::vector<int>{1, 2, 3});
 
     table.touch(a, 4.0);
@@ -83,36 +105,38 @@ TEST_CASE("the oldest flow is the least recently active one")
 TEST_CASE("removing flows from either end or the middle keeps the idle order")
 {
     FlowTable<TestFlow> table;
-    std::vector<TestFlow*> flows;
+    Flows flows;
+    std::vector<TestFlow*> added;
     for (int i = 1; i <= 5; ++i)
-        flows.push_back(table.insert(addr("10.0.0.1:" + std::to_string(i)), std::make_unique<TestFlow>(i), i));
+        added.push_back(table.insert(addr("10.0.0.1:" + std::to_string(i)), flows.make(i), i));
 
-    CHECK(table.remove(flows[2])->id == 3);
+    CHECK(remove(table, added[2]) == 3);
     CHECK(idle_order(table) == std::vector<int>{1, 2, 4, 5});
-    CHECK(table.remove(flows[0])->id == 1);
+    CHECK(remove(table, added[0]) == 1);
     CHECK(idle_order(table) == std::vector<int>{2, 4, 5});
-    CHECK(table.remove(flows[4])->id == 5);
+    CHECK(remove(table, added[4]) == 5);
     CHECK(idle_order(table) == std::vector<int>{2, 4});
     CHECK(table.find(addr("10.0.0.1:3")) == nullptr);
     CHECK(table.find(addr("10.0.0.1:4"))->id == 4);
     CHECK(table.size() == 2);
 
-    table.remove(flows[1]);
-    table.remove(flows[3]);
+    remove(table, added[1]);
+    remove(table, added[3]);
     CHECK(table.empty());
     CHECK(table.oldest() == nullptr);
     // The table is usable again after it emptied.
-    table.insert(addr("10.0.0.1:9"), std::make_unique<TestFlow>(9), 10);
+    table.insert(addr("10.0.0.1:9"), flows.make(9), 10);
     CHECK(idle_order(table) == std::vector<int>{9});
 }
 
 TEST_CASE("a client that comes back after its flow ended gets a new flow")
 {
     FlowTable<TestFlow> table;
+    Flows flows;
     SocketAddress client = addr("10.0.0.1:4000");
-    table.remove(table.insert(client, std::make_unique<TestFlow>(1), 0));
+    remove(table, table.insert(client, flows.make(1), 0));
     CHECK(table.find(client) == nullptr);
-    table.insert(client, std::make_unique<TestFlow>(2), 1);
+    table.insert(client, flows.make(2), 1);
     CHECK(table.find(client)->id == 2);
 }
 
@@ -128,8 +152,9 @@ TEST_CASE("client address keys hash alike for equal addresses and apart across p
 TEST_CASE("ten thousand flows from one IP are each found")
 {
     FlowTable<TestFlow> table;
+    Flows flows;
     for (int port = 1; port <= 10000; ++port)
-        table.insert(addr("127.0.0.1:" + std::to_string(port)), std::make_unique<TestFlow>(port), port);
+        table.insert(addr("127.0.0.1:" + std::to_string(port)), flows.make(port), port);
     int found = 0;
     for (int port = 1; port <= 10000; ++port) {
         TestFlow* flow = table.find(addr("127.0.0.1:" + std::to_string(port)));

@@ -1,0 +1,155 @@
+#include "sluice/session.h"
+
+#include "sluice/access_log.h"
+#include "sluice/event_loop.h"
+#include "sluice/runtime.h"
+#include "sluice/worker.h"
+
+namespace sluice {
+
+std::string_view to_string(EndCause cause) noexcept
+{
+    switch (cause) {
+    case EndCause::Done: return "done";
+    case EndCause::ClientReset: return "client-reset";
+    case EndCause::BackendReset: return "backend-reset";
+    case EndCause::IdleTimeout: return "idle-timeout";
+    case EndCause::NoBackend: return "no-backend";
+    case EndCause::Shutdown: return "shutdown";
+    case EndCause::ResourceLimit: return "resource-limit";
+    case EndCause::Responses: return "responses";
+    case EndCause::BackendRefused: return "backend-refused";
+    case EndCause::BackendError: return "backend-error";
+    }
+    return "done";
+}
+
+Session::~Session() = default;
+
+SessionRegistry::SessionRegistry(std::atomic<std::int64_t>& admitted, const EventLoop& loop)
+    : admitted_(admitted), loop_(loop)
+{
+}
+
+SessionRegistry::~SessionRegistry()
+{
+    // Normally empty: the worker ended its sessions on its thread at shutdown.
+    if (head_)
+        end_all(EndCause::Shutdown);
+}
+
+void SessionRegistry::link(Session* session) noexcept
+{
+    loop_.assert_loop_thread();
+    session->prev_ = nullptr;
+    session->next_ = head_;
+    if (head_)
+        head_->prev_ = session;
+    head_ = session;
+    count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void SessionRegistry::set_backend(Session& session, BackendId backend) noexcept
+{
+    loop_.assert_loop_thread();
+    clear_backend(session);
+    if (backend >= by_backend_.size()) {
+        try {
+            by_backend_.resize(std::size_t{backend} + 1, nullptr);
+        } catch (...) {
+            return;  // out of memory: the session just is not listed under its backend
+        }
+    }
+    Session*& head = by_backend_[backend];
+    session.prev_of_backend_ = nullptr;
+    session.next_of_backend_ = head;
+    if (head)
+        head->prev_of_backend_ = &session;
+    head = &session;
+    session.backend_ = backend;
+    session.has_backend_ = true;
+}
+
+void SessionRegistry::clear_backend(Session& session) noexcept
+{
+    if (!session.has_backend_)
+        return;
+    if (session.backend_ < by_backend_.size()) {
+        Session*& head = by_backend_[session.backend_];
+        if (session.prev_of_backend_)
+            session.prev_of_backend_->next_of_backend_ = session.next_of_backend_;
+        else if (head == &session)
+            head = session.next_of_backend_;
+        if (session.next_of_backend_)
+            session.next_of_backend_->prev_of_backend_ = session.prev_of_backend_;
+    }
+    session.prev_of_backend_ = session.next_of_backend_ = nullptr;
+    session.has_backend_ = false;
+}
+
+void SessionRegistry::finish(Session& session, EndCause cause) noexcept
+{
+    loop_.assert_loop_thread();
+    admitted_.fetch_sub(1, std::memory_order_relaxed);
+    write_access_log(session, cause);
+    const bool had_backend = session.has_backend_;
+    const BackendId backend = session.backend_;
+    clear_backend(session);
+    // Keeps backend() answering for the destructor of the protocol part.
+    session.has_backend_ = had_backend;
+    session.backend_ = backend;
+    if (session.prev_)
+        session.prev_->next_ = session.next_;
+    else
+        head_ = session.next_;
+    if (session.next_)
+        session.next_->prev_ = session.prev_;
+    count_.fetch_sub(1, std::memory_order_relaxed);
+    delete &session;
+}
+
+void SessionRegistry::end_all(EndCause cause)
+{
+    while (head_)
+        head_->end(cause);
+}
+
+std::size_t SessionRegistry::end_backend_sessions(BackendId backend, EndCause cause)
+{
+    loop_.assert_loop_thread();
+    std::size_t ended = 0;
+    while (backend < by_backend_.size() && by_backend_[backend]) {
+        by_backend_[backend]->end(cause);
+        ++ended;
+    }
+    return ended;
+}
+
+void SessionRegistry::write_access_log(const Session& session, EndCause cause) const noexcept
+{
+    if (!session.generation_ || !session.generation_->runtime)
+        return;  // a session made without a generation (unit tests)
+    const Runtime& runtime = *session.generation_->runtime;
+    const ListenerRuntime* listener = runtime.find_listener(session.listener());
+    if (!listener || !listener->access_log)
+        return;
+    try {
+        SessionCounts counts = session.counts();
+        AccessRecord record;
+        record.listener = session.listener().name;
+        record.client = session.client().to_string();
+        record.backend = "-";
+        if (auto id = session.backend())
+            if (const PoolRuntime* pool = runtime.find_pool(session.listener().pool))
+                record.backend = pool->label(*id);
+        record.duration_ms = static_cast<std::int64_t>((loop_.now() - session.started_at()) * 1000.0);
+        record.bytes_in = counts.bytes_in;
+        record.bytes_out = counts.bytes_out;
+        record.end = to_string(cause);
+        listener->access_log->write_line(format_access_line(record));
+    } catch (...) {
+        // Out of memory: no access line for this session.
+    }
+}
+
+} // namespace sluice
