@@ -327,6 +327,9 @@ void tell_refused(int fd, bool http, std::string_view why)
 
 const char* kind_name(bool http) { return http ? "metrics" : "admin socket"; }
 
+// How often a throttled event happened since its previous log line.
+std::string times(std::uint64_t n) { return n == 1 ? "1 time" : fmt::format("{} times", n); }
+
 } // namespace
 
 std::uint64_t AdminServer::LogThrottle::due(double now) noexcept
@@ -491,8 +494,8 @@ void AdminServer::accept_from(int listen_fd, bool http)
             // ENOBUFS, ENOMEM...: the client stays queued and the listener
             // readable, so returning would spin. Try again shortly.
             if (std::uint64_t n = logs_[http].accept_failed.due(loop_.now()))
-                log::warning("{}: accept failed: {}; pausing {}s ({} times)", kind_name(http),
-                             describe(accepted.error()), kPauseAtFdLimit, n);
+                log::warning("{}: accept failed: {}; pausing {}s ({})", kind_name(http),
+                             describe(accepted.error()), kPauseAtFdLimit, times(n));
             pause_accepting();
             return;
         }
@@ -526,13 +529,13 @@ bool AdminServer::at_fd_limit(int listen_fd, bool http)
             victim = oldest_idle(!http);
         if (victim) {
             if (std::uint64_t n = logs_[http].fd_evicted.due(now))
-                log::warning("{}: out of file descriptors; closed the oldest idle client to make room ({} times)",
-                             kind_name(http), n);
+                log::warning("{}: out of file descriptors; closed the oldest idle client to make room ({})",
+                             kind_name(http), times(n));
             close_connection(*victim);
         } else {
             if (std::uint64_t n = logs_[http].fd_refused.due(now))
-                log::warning("{}: out of file descriptors, no client idle; refused a new one ({} times)",
-                             kind_name(http), n);
+                log::warning("{}: out of file descriptors, no client idle; refused a new one ({})",
+                             kind_name(http), times(n));
             tell_refused(newcomer.value().get(), http, "sluice is out of file descriptors, try again later");
             newcomer.value().reset();
         }
@@ -579,13 +582,14 @@ void AdminServer::admit(UniqueFd fd, bool http)
         Connection* victim = oldest_idle(http);
         if (!victim) {
             if (std::uint64_t n = logs_[http].full_refused.due(now))
-                log::warning("{}: {} clients, the limit, none idle; refused a new one ({} times)", kind_name(http),
-                             cap, n);
+                log::warning("{}: {} clients, the limit, none idle; refused a new one ({})", kind_name(http),
+                             cap, times(n));
             tell_refused(fd.get(), http, fmt::format("too many {} clients, try again later", kind_name(http)));
             return;
         }
         if (std::uint64_t n = logs_[http].full_evicted.due(now))
-            log::warning("{}: {} clients, the limit; closed the oldest idle one ({} times)", kind_name(http), cap, n);
+            log::warning("{}: {} clients, the limit; closed the oldest idle one ({})", kind_name(http), cap,
+                         times(n));
         close_connection(*victim);
     }
     ++count;
@@ -623,10 +627,11 @@ void AdminServer::on_connection_timer(Connection& c)
     }
     if (std::uint64_t n = logs_[c.http].timed_out.due(now)) {
         if (c.http && !c.close_after_write)
-            log::info("metrics: closed a client: no complete request within {}s ({} timeouts)", header_timeout_, n);
+            log::info("metrics: closed a client: no complete request within {}s ({})", header_timeout_,
+                      times(n));
         else
-            log::info("{}: closed a client: {} for {}s ({} timeouts)", kind_name(c.http),
-                      c.http ? "response stalled" : "idle", idle_timeout_, n);
+            log::info("{}: closed a client: {} for {}s ({})", kind_name(c.http),
+                      c.http ? "response stalled" : "idle", idle_timeout_, times(n));
     }
     close_connection(c);
 }

@@ -174,8 +174,9 @@ TEST_CASE("70 idle clients on the admin socket and on /metrics lock out neither 
     CHECK(wait_until([&] { return closed_indexes(http_flood) == first_n(kFlood - 64 + 1); }));
     CHECK(wait_until([&] {
         const std::string log = sluice.process().output();
-        return log.find("admin socket: 64 clients, the limit; closed the oldest idle one (1 times)") != std::string::npos
-            && log.find("metrics: 64 clients, the limit; closed the oldest idle one (1 times)") != std::string::npos;
+        const std::string line = " clients, the limit; closed the oldest idle one (1 time)";
+        return log.find("admin socket: 64" + line) != std::string::npos
+            && log.find("metrics: 64" + line) != std::string::npos;
     }));
 }
 
@@ -256,7 +257,8 @@ TEST_CASE("a stalled HTTP head is closed at the header timeout, an idle admin cl
     AdminClient chatty(admin_path(sluice));
     std::size_t answers = 0;
     double http_closed = 0, trickle_closed = 0, idle_closed = 0;
-    while (seconds_since(start) < 3.2) {
+    auto all_closed = [&] { return http_closed && trickle_closed && idle_closed; };
+    while (seconds_since(start) < 3.2 || (!all_closed() && seconds_since(start) < 6)) {
         if (!trickle_closed)
             ::send(trickle, "G", 1, MSG_NOSIGNAL);
         answers += chatty.command("help").rfind("commands:", 0) == 0;
@@ -271,11 +273,11 @@ TEST_CASE("a stalled HTTP head is closed at the header timeout, an idle admin cl
     CHECK(answers > 10);
     INFO("closed after " << http_closed << " s, " << trickle_closed << " s, " << idle_closed << " s");
     CHECK(http_closed >= 0.9);
-    CHECK(http_closed < 2.5);
+    CHECK(http_closed < 3.0);
     CHECK(trickle_closed >= 0.9);
-    CHECK(trickle_closed < 2.5);
+    CHECK(trickle_closed < 3.0);
     CHECK(idle_closed >= 1.4);
-    CHECK(idle_closed < 3.0);
+    CHECK(idle_closed < 4.0);
     CHECK(recv_until_eof(half).empty());  // closed without an answer
     CHECK_FALSE(peer_closed(chatty.fd()));  // talking all along: never idle
 }
