@@ -1,12 +1,15 @@
 #include "sluice/admin.h"
 
+#include "sluice/http_request.h"
 #include "sluice/log.h"
 #include "sluice/socket.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <pthread.h>
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -268,29 +271,80 @@ std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json)
 // ---- the server -----------------------------------------------------------------
 
 struct AdminServer::Connection {
-    Connection(AdminServer& server, std::uint64_t id, UniqueFd fd, bool http)
-        : server(server), id(id), fd(std::move(fd)), http(http)
+    Connection(AdminServer& server, std::uint64_t id, UniqueFd fd, bool http, double now)
+        : server(server), id(id), fd(std::move(fd)), http(http), accepted_at(now), last_active(now)
     {
         io.bind<Connection, &Connection::on_event>(server.loop_, this, this->fd.get());
         io.set_events(EV_READ);
+        timer.bind<Connection, &Connection::on_timer>(server.loop_, this);
+        timer.start(server.deadline(*this) - now);
     }
     void on_event(int revents) { server.on_connection_event(*this, revents); }
+    void on_timer() { server.on_connection_timer(*this); }
+    std::size_t unsent() const noexcept { return out.size() - sent; }
+    bool idle() const noexcept { return !busy; }
 
     AdminServer& server;
     std::uint64_t id;
     UniqueFd fd;
     bool http;
     IoWatcher io;
+    TimerWatcher timer;         // fires at deadline(), which it re-checks (it only moves later)
+    double accepted_at;
+    double last_active;         // the latest byte moved either way, or reply completed
     std::string in;
-    std::string out;
+    std::string out;            // replies; out[0, sent) has been written already
+    std::size_t sent = 0;
     bool busy = false;          // a reply is being gathered; later lines wait
     bool discarding = false;    // skipping the rest of an over-long line
     bool peer_closed = false;   // EOF read: close once the replies are out
     bool close_after_write = false;
 };
 
+namespace {
+
+double timeout_from_env(const char* name, double fallback)
+{
+    const char* text = std::getenv(name);
+    if (!text || !*text)
+        return fallback;
+    char* end = nullptr;
+    double seconds = std::strtod(text, &end);
+    return *end == '\0' && seconds > 0 ? seconds : fallback;
+}
+
+// Best effort, on a socket about to be closed: one non-blocking send
+// (MSG_NOSIGNAL, so a client already gone costs nothing), so the client
+// learns why instead of seeing a bare close.
+void tell_refused(int fd, bool http, std::string_view why)
+{
+    std::string text = http ? fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                          "Content-Length: {}\r\nConnection: close\r\n\r\n{}\n",
+                                          why.size() + 1, why)
+                            : fmt::format("error: {}\n\n", why);
+    (void)write_some(fd, text.data(), text.size());
+}
+
+const char* kind_name(bool http) { return http ? "metrics" : "admin socket"; }
+
+// How often a throttled event happened since its previous log line.
+std::string times(std::uint64_t n) { return n == 1 ? "1 time" : fmt::format("{} times", n); }
+
+} // namespace
+
+std::uint64_t AdminServer::LogThrottle::due(double now) noexcept
+{
+    ++count;
+    if (now < next)
+        return 0;
+    next = now + kLogInterval;
+    return std::exchange(count, 0);
+}
+
 AdminServer::AdminServer(BackendTable& table, const ProcessStats& process, ReloadRequest reload)
-    : table_(table), process_(process), reload_(std::move(reload))
+    : table_(table), process_(process), reload_(std::move(reload)),
+      idle_timeout_(timeout_from_env("SLUICE_TEST_ADMIN_IDLE_TIMEOUT", kIdleTimeout)),
+      header_timeout_(timeout_from_env("SLUICE_TEST_HTTP_HEADER_TIMEOUT", kHeaderTimeout))
 {
 }
 
@@ -367,6 +421,8 @@ void AdminServer::start(std::shared_ptr<const Runtime> runtime, std::vector<Work
     workers_ = std::move(workers);
     if (!admin_fd_ && !metrics_fd_)
         return;
+    reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    accept_resume_.bind<AdminServer, &AdminServer::on_accept_resume>(loop_, this);
     if (admin_fd_) {
         admin_io_.bind<AdminServer, &AdminServer::on_admin_accept>(loop_, this, admin_fd_.get());
         admin_io_.set_events(EV_READ);
@@ -394,18 +450,23 @@ void AdminServer::stop()
         loop_.post([this] {
             admin_io_.stop();
             metrics_io_.stop();
+            accept_resume_.stop();
             connections_.clear();
+            admin_clients_ = http_clients_ = 0;
             loop_.break_loop();
         });
         thread_.join();
     }
     admin_fd_.reset();
     metrics_fd_.reset();
+    reserve_fd_.reset();
     if (!socket_path_.empty()) {
         ::unlink(socket_path_.c_str());
         socket_path_.clear();
     }
 }
+
+// ---- accepting ------------------------------------------------------------------
 
 void AdminServer::on_admin_accept(int) { accept_from(admin_fd_.get(), false); }
 void AdminServer::on_metrics_accept(int) { accept_from(metrics_fd_.get(), true); }
@@ -414,13 +475,165 @@ void AdminServer::accept_from(int listen_fd, bool http)
 {
     for (int i = 0; i < 16; ++i) {
         Result<UniqueFd> accepted = accept_connection(listen_fd, nullptr);
-        if (!accepted)
-            return;  // EAGAIN, or a client gone already; EMFILE waits for the next wake-up
-        if (connections_.size() >= kMaxConnections)
-            continue;  // closing it refuses the client
-        std::uint64_t id = next_id_++;
-        connections_.emplace(id, std::make_unique<Connection>(*this, id, std::move(accepted.value()), http));
+        if (accepted) {
+            admit(std::move(accepted.value()), http);
+            continue;
+        }
+        switch (accepted.error()) {
+        case SysError::WouldBlock:
+            return;
+        case SysError::Interrupted:
+            continue;
+        case SysError::TooManyFiles:
+            if (!at_fd_limit(listen_fd, http))
+                return;
+            continue;
+        default:
+            if (accepted.raw_errno() == ECONNABORTED || accepted.raw_errno() == EPROTO)
+                continue;  // that client is gone; the next may be fine
+            // ENOBUFS, ENOMEM...: the client stays queued and the listener
+            // readable, so returning would spin. Try again shortly.
+            if (std::uint64_t n = logs_[http].accept_failed.due(loop_.now()))
+                log::warning("{}: accept failed: {}; pausing {}s ({})", kind_name(http),
+                             describe(accepted.error()), kPauseAtFdLimit, times(n));
+            pause_accepting();
+            return;
+        }
     }
+}
+
+// At the descriptor limit a pending client stays in the accept queue and the
+// listener stays readable (level-triggered), so merely returning would spin.
+// Give up the reserve descriptor and accept the client on it (accept4 fails
+// with EMFILE before it looks at the queue, so this is also how we learn
+// whether anyone waits at all). Then make room by closing the oldest idle
+// client (of this kind, else of the other), so an operator still gets in;
+// with none idle, tell the newcomer why and close it. Then take the reserve
+// back. Returns whether accepting may go on; false when nobody waits, or
+// after a pause.
+bool AdminServer::at_fd_limit(int listen_fd, bool http)
+{
+    const double now = loop_.now();
+    if (!reserve_fd_.valid()) {
+        // Another thread took the descriptor we freed last time.
+        reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        pause_accepting();
+        return false;
+    }
+    reserve_fd_.reset();
+    Result<UniqueFd> newcomer = accept_connection(listen_fd, nullptr);
+    Connection* victim = nullptr;
+    if (newcomer) {
+        victim = oldest_idle(http);
+        if (!victim)
+            victim = oldest_idle(!http);
+        if (victim) {
+            if (std::uint64_t n = logs_[http].fd_evicted.due(now))
+                log::warning("{}: out of file descriptors; closed the oldest idle client to make room ({})",
+                             kind_name(http), times(n));
+            close_connection(*victim);
+        } else {
+            if (std::uint64_t n = logs_[http].fd_refused.due(now))
+                log::warning("{}: out of file descriptors, no client idle; refused a new one ({})",
+                             kind_name(http), times(n));
+            tell_refused(newcomer.value().get(), http, "sluice is out of file descriptors, try again later");
+            newcomer.value().reset();
+        }
+    }
+    reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (victim)
+        admit(std::move(newcomer.value()), http);
+    if (!newcomer && newcomer.error() == SysError::WouldBlock && reserve_fd_.valid())
+        return false;  // nobody waits
+    // The freed descriptor was not enough (it was above the limit, or another
+    // thread took it), or the reserve is gone now: wait rather than spin.
+    if ((!newcomer && newcomer.error() != SysError::Interrupted) || !reserve_fd_.valid()) {
+        pause_accepting();
+        return false;
+    }
+    return true;
+}
+
+void AdminServer::pause_accepting()
+{
+    admin_io_.set_events(0);
+    metrics_io_.set_events(0);
+    accept_resume_.start(kPauseAtFdLimit);
+}
+
+void AdminServer::on_accept_resume()
+{
+    if (!reserve_fd_.valid())
+        reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (admin_fd_)
+        admin_io_.set_events(EV_READ);
+    if (metrics_fd_)
+        metrics_io_.set_events(EV_READ);
+}
+
+// A full cap makes room by closing the oldest idle client of that kind; with
+// every one of them running a command, the newcomer is refused instead.
+void AdminServer::admit(UniqueFd fd, bool http)
+{
+    std::size_t& count = http ? http_clients_ : admin_clients_;
+    const std::size_t cap = http ? kMaxHttpClients : kMaxAdminClients;
+    const double now = loop_.now();
+    if (count >= cap) {
+        Connection* victim = oldest_idle(http);
+        if (!victim) {
+            if (std::uint64_t n = logs_[http].full_refused.due(now))
+                log::warning("{}: {} clients, the limit, none idle; refused a new one ({})", kind_name(http),
+                             cap, times(n));
+            tell_refused(fd.get(), http, fmt::format("too many {} clients, try again later", kind_name(http)));
+            return;
+        }
+        if (std::uint64_t n = logs_[http].full_evicted.due(now))
+            log::warning("{}: {} clients, the limit; closed the oldest idle one ({})", kind_name(http), cap,
+                         times(n));
+        close_connection(*victim);
+    }
+    ++count;
+    const std::uint64_t id = next_id_++;
+    connections_.emplace(id, std::make_unique<Connection>(*this, id, std::move(fd), http, now));
+}
+
+AdminServer::Connection* AdminServer::oldest_idle(bool http)
+{
+    Connection* oldest = nullptr;
+    for (auto& [id, c] : connections_)  // ascending id: the earlier of a tie wins
+        if (c->http == http && c->idle() && (!oldest || c->last_active < oldest->last_active))
+            oldest = c.get();
+    return oldest;
+}
+
+// ---- one connection ---------------------------------------------------------------
+
+double AdminServer::deadline(const Connection& c) const
+{
+    if (c.http && !c.close_after_write)
+        return c.accepted_at + header_timeout_;
+    return c.last_active + idle_timeout_;
+}
+
+void AdminServer::on_connection_timer(Connection& c)
+{
+    const double now = loop_.now();
+    if (c.busy)
+        c.last_active = now;  // a command still running is not idleness
+    const double due = deadline(c);
+    if (now < due) {
+        c.timer.start(due - now);
+        return;
+    }
+    if (std::uint64_t n = logs_[c.http].timed_out.due(now)) {
+        if (c.http && !c.close_after_write)
+            log::info("metrics: closed a client: no complete request within {}s ({})", header_timeout_,
+                      times(n));
+        else
+            log::info("{}: closed a client: {} for {}s ({})", kind_name(c.http),
+                      c.http ? "response stalled" : "idle", idle_timeout_, times(n));
+    }
+    close_connection(c);
 }
 
 void AdminServer::on_connection_event(Connection& c, int revents)
@@ -438,22 +651,46 @@ void AdminServer::on_connection_event(Connection& c, int revents)
                 break;
             }
             c.in.append(buffer, static_cast<std::size_t>(r.bytes));
+            c.last_active = loop_.now();
             if (c.in.size() > kMaxHttpRequest)
                 break;  // parse what we have before reading more
         }
+    }
+    service(c);
+}
+
+// Runs the commands that are complete, writes the replies, and repeats while
+// writing made room for commands that waited; then decides what to watch.
+void AdminServer::service(Connection& c)
+{
+    while (true) {
         if (c.http)
             process_http(c);
         else
             process_input(c);
-        if (!connections_.count(c.id))
-            return;
+        const std::size_t before = c.unsent();
+        if (!write_out(c))
+            return;  // closed
+        const bool waiting_line = c.discarding ? !c.in.empty() : c.in.find('\n') != std::string::npos;
+        if (c.http || c.busy || c.unsent() == before || c.unsent() >= kMaxUnsentOutput || !waiting_line)
+            break;
     }
-    flush(c);
+    if (c.unsent() == 0 && (c.close_after_write || (c.peer_closed && !c.busy))) {
+        close_connection(c);
+        return;
+    }
+    // Stop reading (the kernel's socket buffer then pushes back on the
+    // client) while a reply is being gathered and a line's worth waits, and
+    // while the client leaves too many reply bytes unread: either way a
+    // client cannot make us buffer without bound.
+    const bool read_paused = (c.busy && c.in.size() > kMaxLine) || c.unsent() >= kMaxUnsentOutput;
+    c.io.set_events((c.peer_closed || c.close_after_write || read_paused ? 0 : EV_READ)
+                    | (c.unsent() == 0 ? 0 : EV_WRITE));
 }
 
 void AdminServer::process_input(Connection& c)
 {
-    while (!c.busy) {
+    while (!c.busy && c.unsent() < kMaxUnsentOutput) {
         std::size_t newline = c.in.find('\n');
         if (c.discarding) {
             if (newline == std::string::npos) {
@@ -619,70 +856,85 @@ void AdminServer::reply_to(std::uint64_t id, std::string body)
         return;  // the client left before its answer was ready
     Connection& c = *it->second;
     c.busy = false;
+    c.last_active = loop_.now();
     reply(c, std::move(body));
-    process_input(c);  // lines that arrived meanwhile
-    flush(c);
+    service(c);  // lines that arrived meanwhile
 }
 
-void AdminServer::flush(Connection& c)
+// Writes what the client will take (send with MSG_NOSIGNAL: a client gone
+// is an error value, never SIGPIPE). Returns false when it closed the
+// connection.
+bool AdminServer::write_out(Connection& c)
 {
-    while (!c.out.empty()) {
-        IoResult w = write_some(c.fd.get(), c.out.data(), c.out.size());
+    while (c.unsent() > 0) {
+        IoResult w = write_some(c.fd.get(), c.out.data() + c.sent, c.unsent());
         if (w.would_block())
             break;
         if (w.error == SysError::Interrupted)
             continue;
         if (!w.ok()) {
             close_connection(c);
-            return;
+            return false;
         }
-        c.out.erase(0, static_cast<std::size_t>(w.bytes));
+        c.sent += static_cast<std::size_t>(w.bytes);
+        c.last_active = loop_.now();
     }
-    if (c.out.empty() && (c.close_after_write || (c.peer_closed && !c.busy))) {
-        close_connection(c);
-        return;
+    // Drop what was written once it is most of the buffer: amortised O(1)
+    // per byte, where erasing each write from the front would be quadratic.
+    if (c.sent == c.out.size()) {
+        c.out.clear();
+        c.sent = 0;
+    } else if (c.sent > c.out.size() / 2) {
+        c.out.erase(0, c.sent);
+        c.sent = 0;
     }
-    // While a reply is being gathered, later lines wait in `in`; past one
-    // line's worth, stop reading so a client cannot make us buffer without
-    // bound (the kernel's socket buffer then pushes back on it).
-    const bool read_paused = c.busy && c.in.size() > kMaxLine;
-    c.io.set_events((c.peer_closed || c.close_after_write || read_paused ? 0 : EV_READ)
-                    | (c.out.empty() ? 0 : EV_WRITE));
+    return true;
 }
 
-void AdminServer::close_connection(Connection& c) { connections_.erase(c.id); }
+void AdminServer::close_connection(Connection& c)
+{
+    --(c.http ? http_clients_ : admin_clients_);
+    connections_.erase(c.id);
+}
 
+// The request head is parsed by parse_http_request (http_request.h); this
+// only chooses the answer. One request per connection, closed after the
+// response.
 void AdminServer::process_http(Connection& c)
 {
     if (c.close_after_write)
         return;
-    std::size_t end = c.in.find("\r\n\r\n");
-    if (end == std::string::npos)
-        end = c.in.find("\n\n");
-    if (end == std::string::npos && c.in.size() <= kMaxHttpRequest && !c.peer_closed)
-        return;  // the headers are not complete yet
+    const HttpRequestParse parsed = parse_http_request(c.in, kMaxHttpRequest);
+    if (parsed.status == HttpRequestParse::Status::Incomplete && !c.peer_closed)
+        return;  // the head is not complete yet
     c.close_after_write = true;
-    auto respond = [&c](std::string_view status, std::string_view type, const std::string& body) {
-        c.out = fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-                            status, type, body.size(), body);
+    c.last_active = loop_.now();
+    auto respond = [&c](std::string_view status, std::string_view headers, const std::string& body) {
+        c.out = fmt::format("HTTP/1.1 {}\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n{}", status, headers,
+                            body.size(), body);
+        c.sent = 0;
     };
-    std::string_view request(c.in);
-    std::string_view first_line = request.substr(0, request.find_first_of("\r\n"));
-    std::vector<std::string_view> words = split_words(first_line);
-    if (end == std::string::npos || words.size() != 3 || words[2].rfind("HTTP/1.", 0) != 0) {
-        respond("400 Bad Request", "text/plain", "bad request\n");
+    constexpr std::string_view kText = "Content-Type: text/plain\r\n";
+    switch (parsed.status) {
+    case HttpRequestParse::Status::Incomplete:
+        respond("400 Bad Request", kText, "bad request: the request head ended early\n");
+        return;
+    case HttpRequestParse::Status::Bad:
+        respond("400 Bad Request", kText, fmt::format("bad request: {}\n", parsed.reason));
+        return;
+    case HttpRequestParse::Status::Complete:
+        break;
+    }
+    const HttpRequestHead& head = parsed.head;
+    if (head.method != "GET") {
+        respond("405 Method Not Allowed", "Content-Type: text/plain\r\nAllow: GET\r\n", "only GET\n");
         return;
     }
-    if (words[0] != "GET") {
-        respond("405 Method Not Allowed", "text/plain", "only GET\n");
+    if (head.target.substr(0, head.target.find('?')) != "/metrics") {
+        respond("404 Not Found", kText, "try /metrics\n");
         return;
     }
-    std::string_view path = words[1].substr(0, words[1].find('?'));
-    if (path != "/metrics") {
-        respond("404 Not Found", "text/plain", "try /metrics\n");
-        return;
-    }
-    respond("200 OK", "text/plain; version=0.0.4; charset=utf-8", format_prometheus(snapshot()));
+    respond("200 OK", "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", format_prometheus(snapshot()));
 }
 
 } // namespace sluice

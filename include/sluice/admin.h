@@ -12,7 +12,14 @@
 //   reload
 // A bad line gets an error reply; the connection stays usable.
 //
-// Metrics: HTTP/1.x GET /metrics answers the Prometheus text (metrics.h).
+// Metrics: HTTP/1.x GET /metrics answers the Prometheus text (metrics.h); the
+// connection closes after the response.
+//
+// Nothing a client does can lock an operator out (AdminServer): each kind of
+// client has its own cap, an idle client times out, a full cap makes room by
+// closing the oldest idle client of that kind, a client that does not read
+// its replies stops being read (so it costs at most kMaxUnsentOutput), and at
+// the descriptor limit the accept loop neither spins nor leaves clients hanging.
 #pragma once
 
 #include "sluice/json.h"
@@ -71,13 +78,33 @@ struct ReloadOutcome {
 class AdminServer {
 public:
     static constexpr std::size_t kMaxLine = 4096;
-    static constexpr std::size_t kMaxHttpRequest = 8192;
-    static constexpr std::size_t kMaxConnections = 64;
+    static constexpr std::size_t kMaxHttpRequest = 8192;  // the request head: line and header fields
+    // Separate caps, so a flood of one kind never takes the other's slots.
+    static constexpr std::size_t kMaxAdminClients = 64;
+    static constexpr std::size_t kMaxHttpClients = 64;
+    // An admin client that sends no command and reads nothing for this long is
+    // closed; one whose command is still running (reload, show sessions) is
+    // not idle. Also bounds an HTTP response that makes no progress.
+    static constexpr double kIdleTimeout = 60.0;
+    // An HTTP request head must be complete this long after the connect
+    // (NGINX client_header_timeout), or the connection closes.
+    static constexpr double kHeaderTimeout = 5.0;
+    // While more than this many reply bytes wait for the client to read them,
+    // its further commands are neither read nor run.
+    static constexpr std::size_t kMaxUnsentOutput = 256 * 1024;
+    // Accepting pauses this long when even the reserve descriptor is gone.
+    static constexpr double kPauseAtFdLimit = 0.1;
+    // Refusals, evictions and timeouts are logged at most once per interval,
+    // with how many happened.
+    static constexpr double kLogInterval = 5.0;
 
     // Called on the admin thread for `reload`; must eventually call `reply`
     // (from any thread) exactly once.
     using ReloadRequest = std::function<void(std::function<void(ReloadOutcome)> reply)>;
 
+    // The environment variables SLUICE_TEST_ADMIN_IDLE_TIMEOUT and
+    // SLUICE_TEST_HTTP_HEADER_TIMEOUT (seconds) replace the two timeouts; they
+    // exist for the integration tests, not for operators.
     AdminServer(BackendTable& table, const ProcessStats& process, ReloadRequest reload);
     ~AdminServer();  // stop()
     AdminServer(const AdminServer&) = delete;
@@ -99,34 +126,68 @@ public:
 private:
     struct Connection;
 
+    // Counts an event; due() says whether a log line is due now and with what
+    // count (the events since the previous line), so a flood logs one line per
+    // kLogInterval, not one per client.
+    struct LogThrottle {
+        double next = 0;
+        std::uint64_t count = 0;
+        std::uint64_t due(double now) noexcept;
+    };
+
     // --- admin thread only ---
     void on_admin_accept(int revents);
     void on_metrics_accept(int revents);
+    void on_accept_resume();
     void accept_from(int listen_fd, bool http);
+    bool at_fd_limit(int listen_fd, bool http);
+    void pause_accepting();
+    void admit(UniqueFd fd, bool http);
+    Connection* oldest_idle(bool http);
     void on_connection_event(Connection& connection, int revents);
+    void on_connection_timer(Connection& connection);
+    void service(Connection& connection);
     void process_input(Connection& connection);
     void process_http(Connection& connection);
     void execute(Connection& connection, const AdminCommand& command);
     void reply(Connection& connection, std::string body);
     void reply_to(std::uint64_t id, std::string body);
-    void flush(Connection& connection);
+    bool write_out(Connection& connection);
     void close_connection(Connection& connection);
+    double deadline(const Connection& connection) const;
     std::string set_server(const AdminCommand& command);
     StatsSnapshot snapshot() const;
 
     BackendTable& table_;
     const ProcessStats& process_;
     ReloadRequest reload_;
+    double idle_timeout_ = kIdleTimeout;
+    double header_timeout_ = kHeaderTimeout;
     EventLoop loop_;
     UniqueFd admin_fd_;
     UniqueFd metrics_fd_;
     std::string socket_path_;  // unlinked at stop
     IoWatcher admin_io_;
     IoWatcher metrics_io_;
+    // Given up to accept-and-close one client at the descriptor limit (the
+    // muduo Acceptor trick, as TcpListener does); the admin thread's own.
+    UniqueFd reserve_fd_;
+    TimerWatcher accept_resume_;  // restarts the listeners after a pause
     std::shared_ptr<const Runtime> runtime_;
     std::vector<Worker*> workers_;
     std::map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+    std::size_t admin_clients_ = 0;  // connections_ of each kind
+    std::size_t http_clients_ = 0;
     std::uint64_t next_id_ = 1;
+    struct KindLogs {
+        LogThrottle full_evicted;  // the cap was full: closed the oldest idle client
+        LogThrottle full_refused;  // the cap was full, none idle: refused the newcomer
+        LogThrottle fd_evicted;    // at the descriptor limit: closed the oldest idle client
+        LogThrottle fd_refused;    // at the descriptor limit, none idle: refused the newcomer
+        LogThrottle timed_out;
+        LogThrottle accept_failed;
+    };
+    KindLogs logs_[2];  // [0] the admin socket, [1] metrics
     std::thread thread_;
 };
 

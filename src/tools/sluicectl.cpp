@@ -30,11 +30,16 @@ void usage(std::FILE* out)
                  kDefaultSocket);
 }
 
+// send(MSG_NOSIGNAL), not write(2): when sluice closes the connection first
+// (it refused us, or it is stopping) the error comes back as EPIPE and is
+// reported, instead of SIGPIPE killing sluicectl without a word. SIGPIPE
+// keeps its default for stdout, so `sluicectl show sessions | head` ends
+// quietly as other filters do.
 bool write_all(int fd, const std::string& text)
 {
     std::size_t off = 0;
     while (off < text.size()) {
-        ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+        ssize_t n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -100,19 +105,24 @@ int main(int argc, char** argv)
                      socket_path.c_str(), std::strerror(errno));
         return 2;
     }
-    if (!write_all(fd, line + "\n")) {
-        std::fprintf(stderr, "sluicectl: cannot send to %s: %s\n", socket_path.c_str(), std::strerror(errno));
-        return 2;
-    }
-    // The reply ends with an empty line.
+    const bool sent = write_all(fd, line + "\n");
+    const int send_error = errno;
+    // The reply ends with an empty line. When sending failed, sluice may
+    // still have answered before it closed (it refuses a client it has no
+    // room for with an "error: ..." reply): what it said counts as the reply.
     std::string reply;
     char buffer[65536];
     while (reply.size() < 2 || reply.compare(reply.size() - 2, 2, "\n\n") != 0) {
-        ssize_t n = ::read(fd, buffer, sizeof(buffer));
+        ssize_t n = ::recv(fd, buffer, sizeof(buffer), sent ? 0 : MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n <= 0 && !sent) {
+            std::fprintf(stderr, "sluicectl: cannot send to %s: %s\n", socket_path.c_str(), std::strerror(send_error));
+            return 2;
+        }
         if (n <= 0) {
-            std::fprintf(stderr, "sluicectl: %s closed the connection before the reply ended\n", socket_path.c_str());
+            std::fprintf(stderr, "sluicectl: %s closed the connection before the reply ended%s%s\n",
+                         socket_path.c_str(), n < 0 ? ": " : "", n < 0 ? std::strerror(errno) : "");
             return 2;
         }
         reply.append(buffer, static_cast<std::size_t>(n));
