@@ -332,15 +332,6 @@ std::string times(std::uint64_t n) { return n == 1 ? "1 time" : fmt::format("{} 
 
 } // namespace
 
-std::uint64_t AdminServer::LogThrottle::due(double now) noexcept
-{
-    ++count;
-    if (now < next)
-        return 0;
-    next = now + kLogInterval;
-    return std::exchange(count, 0);
-}
-
 AdminServer::AdminServer(BackendTable& table, const ProcessStats& process, ReloadRequest reload)
     : table_(table), process_(process), reload_(std::move(reload)),
       idle_timeout_(timeout_from_env("SLUICE_TEST_ADMIN_IDLE_TIMEOUT", kIdleTimeout)),
@@ -493,7 +484,7 @@ void AdminServer::accept_from(int listen_fd, bool http)
                 continue;  // that client is gone; the next may be fine
             // ENOBUFS, ENOMEM...: the client stays queued and the listener
             // readable, so returning would spin. Try again shortly.
-            if (std::uint64_t n = logs_[http].accept_failed.due(loop_.now()))
+            if (std::uint64_t n = logs_[http].accept_failed.note(monotonic_ms()))
                 log::warning("{}: accept failed: {}; pausing {}s ({})", kind_name(http),
                              describe(accepted.error()), kPauseAtFdLimit, times(n));
             pause_accepting();
@@ -513,7 +504,6 @@ void AdminServer::accept_from(int listen_fd, bool http)
 // after a pause.
 bool AdminServer::at_fd_limit(int listen_fd, bool http)
 {
-    const double now = loop_.now();
     if (!reserve_fd_.valid()) {
         // Another thread took the descriptor we freed last time.
         reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -528,12 +518,12 @@ bool AdminServer::at_fd_limit(int listen_fd, bool http)
         if (!victim)
             victim = oldest_idle(!http);
         if (victim) {
-            if (std::uint64_t n = logs_[http].fd_evicted.due(now))
+            if (std::uint64_t n = logs_[http].fd_evicted.note(monotonic_ms()))
                 log::warning("{}: out of file descriptors; closed the oldest idle client to make room ({})",
                              kind_name(http), times(n));
             close_connection(*victim);
         } else {
-            if (std::uint64_t n = logs_[http].fd_refused.due(now))
+            if (std::uint64_t n = logs_[http].fd_refused.note(monotonic_ms()))
                 log::warning("{}: out of file descriptors, no client idle; refused a new one ({})",
                              kind_name(http), times(n));
             tell_refused(newcomer.value().get(), http, "sluice is out of file descriptors, try again later");
@@ -577,24 +567,23 @@ void AdminServer::admit(UniqueFd fd, bool http)
 {
     std::size_t& count = http ? http_clients_ : admin_clients_;
     const std::size_t cap = http ? kMaxHttpClients : kMaxAdminClients;
-    const double now = loop_.now();
     if (count >= cap) {
         Connection* victim = oldest_idle(http);
         if (!victim) {
-            if (std::uint64_t n = logs_[http].full_refused.due(now))
+            if (std::uint64_t n = logs_[http].full_refused.note(monotonic_ms()))
                 log::warning("{}: {} clients, the limit, none idle; refused a new one ({})", kind_name(http),
                              cap, times(n));
             tell_refused(fd.get(), http, fmt::format("too many {} clients, try again later", kind_name(http)));
             return;
         }
-        if (std::uint64_t n = logs_[http].full_evicted.due(now))
+        if (std::uint64_t n = logs_[http].full_evicted.note(monotonic_ms()))
             log::warning("{}: {} clients, the limit; closed the oldest idle one ({})", kind_name(http), cap,
                          times(n));
         close_connection(*victim);
     }
     ++count;
     const std::uint64_t id = next_id_++;
-    connections_.emplace(id, std::make_unique<Connection>(*this, id, std::move(fd), http, now));
+    connections_.emplace(id, std::make_unique<Connection>(*this, id, std::move(fd), http, loop_.now()));
 }
 
 AdminServer::Connection* AdminServer::oldest_idle(bool http)
@@ -625,7 +614,7 @@ void AdminServer::on_connection_timer(Connection& c)
         c.timer.start(due - now);
         return;
     }
-    if (std::uint64_t n = logs_[c.http].timed_out.due(now)) {
+    if (std::uint64_t n = logs_[c.http].timed_out.note(monotonic_ms())) {
         if (c.http && !c.close_after_write)
             log::info("metrics: closed a client: no complete request within {}s ({})", header_timeout_,
                       times(n));

@@ -130,12 +130,22 @@ bool TcpListener::shed_one_connection()
         resume_timer_.start(kPauseAtFdLimit);
         return false;
     }
+    reserve.reset();
+    // Closed at once (the client sees a refusal, not a hang), so the reserve
+    // can be taken back with the descriptor it used.
+    SysError error = accept_connection(fd_.get(), nullptr).error();
+    reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (error != SysError::None) {
+        // Nothing was waiting after all, or the freed descriptor went to
+        // another thread: let epoll, or the pause, say when to try again.
+        if (error != SysError::WouldBlock) {
+            io_.set_events(0);
+            resume_timer_.start(kPauseAtFdLimit);
+        }
+        return false;
+    }
     stats_.rejected.fetch_add(1, std::memory_order_relaxed);
     note_client_turned_away(SysError::TooManyFiles, monotonic_ms());
-    reserve.reset();
-    Result<UniqueFd> doomed = accept_connection(fd_.get(), nullptr);
-    (void)doomed;  // closed as it goes out of scope
-    reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     return true;
 }
 

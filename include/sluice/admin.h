@@ -27,6 +27,7 @@
 #include "sluice/backend_table.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/log_throttle.h"
 #include "sluice/metrics.h"
 #include "sluice/runtime.h"
 #include "sluice/stats.h"
@@ -95,8 +96,8 @@ public:
     // Accepting pauses this long when even the reserve descriptor is gone.
     static constexpr double kPauseAtFdLimit = 0.1;
     // Refusals, evictions and timeouts are logged at most once per interval,
-    // with how many happened.
-    static constexpr double kLogInterval = 5.0;
+    // with how many happened (log_throttle.h).
+    static constexpr std::int64_t kLogIntervalMs = 5000;
 
     // Called on the admin thread for `reload`; must eventually call `reply`
     // (from any thread) exactly once.
@@ -125,15 +126,6 @@ public:
 
 private:
     struct Connection;
-
-    // Counts an event; due() says whether a log line is due now and with what
-    // count (the events since the previous line), so a flood logs one line per
-    // kLogInterval, not one per client.
-    struct LogThrottle {
-        double next = 0;
-        std::uint64_t count = 0;
-        std::uint64_t due(double now) noexcept;
-    };
 
     // --- admin thread only ---
     void on_admin_accept(int revents);
@@ -180,12 +172,12 @@ private:
     std::size_t http_clients_ = 0;
     std::uint64_t next_id_ = 1;
     struct KindLogs {
-        LogThrottle full_evicted;  // the cap was full: closed the oldest idle client
-        LogThrottle full_refused;  // the cap was full, none idle: refused the newcomer
-        LogThrottle fd_evicted;    // at the descriptor limit: closed the oldest idle client
-        LogThrottle fd_refused;    // at the descriptor limit, none idle: refused the newcomer
-        LogThrottle timed_out;
-        LogThrottle accept_failed;
+        LogThrottle full_evicted{kLogIntervalMs};  // the cap was full: closed the oldest idle client
+        LogThrottle full_refused{kLogIntervalMs};  // the cap was full, none idle: refused the newcomer
+        LogThrottle fd_evicted{kLogIntervalMs};    // at the descriptor limit: closed the oldest idle client
+        LogThrottle fd_refused{kLogIntervalMs};    // at the descriptor limit, none idle: refused the newcomer
+        LogThrottle timed_out{kLogIntervalMs};
+        LogThrottle accept_failed{kLogIntervalMs};
     };
     KindLogs logs_[2];  // [0] the admin socket, [1] metrics
     std::thread thread_;
