@@ -254,17 +254,17 @@ std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json)
         for (std::size_t i = 0; i < sessions.size(); ++i) {
             const SessionInfo& s = sessions[i];
             out += fmt::format("{}{{\"worker\":{},\"listener\":{},\"client\":{},\"backend\":{},\"age_seconds\":{:.3f},"
-                               "\"bytes_in\":{},\"bytes_out\":{},\"state\":\"{}\"}}",
+                               "\"bytes_in\":{},\"bytes_out\":{},\"state\":\"{}\",\"protocol\":\"{}\"}}",
                                i ? "," : "", s.worker, json_quote(s.listener), json_quote(s.client),
-                               json_quote(s.backend), s.age_seconds, s.bytes_in, s.bytes_out, s.state);
+                               json_quote(s.backend), s.age_seconds, s.bytes_in, s.bytes_out, s.state, s.protocol);
         }
         return out + "]}";
     }
     std::vector<std::vector<std::string>> rows{
-        {"worker", "listener", "client", "backend", "age", "bytes_in", "bytes_out", "state"}};
+        {"worker", "listener", "client", "backend", "age", "bytes_in", "bytes_out", "state", "protocol"}};
     for (const SessionInfo& s : sessions)
         rows.push_back({std::to_string(s.worker), s.listener, s.client, s.backend, fmt::format("{:.1f}s", s.age_seconds),
-                        std::to_string(s.bytes_in), std::to_string(s.bytes_out), s.state});
+                        std::to_string(s.bytes_in), std::to_string(s.bytes_out), s.state, s.protocol});
     return render_table(rows);
 }
 

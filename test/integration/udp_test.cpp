@@ -727,7 +727,8 @@ TEST_CASE("a UDP flow is a session: show sessions lists it, show stat counts it,
     INFO(sessions);
     CHECK(sessions.find(R"("client":")" + client_address + R"(")") != std::string::npos);
     CHECK(sessions.find(R"("backend":"p/)" + a.address() + R"(")") != std::string::npos);
-    CHECK(sessions.find(R"("state":"active")") != std::string::npos);
+    CHECK(sessions.find(R"("state":"active","protocol":"udp")") != std::string::npos);
+    CHECK(admin.command("show sessions").find("  active  udp") != std::string::npos);
     // One worker counts the flow as its session.
     std::string stat = admin.command("json show stat");
     CHECK(stat.find(R"("sessions":1})") != std::string::npos);

@@ -105,3 +105,19 @@ TEST_CASE("json_quote escapes quotes, backslashes and control characters")
 {
     CHECK(json_quote("a\"b\\c\nd\x01") == R"("a\"b\\c\nd\u0001")");
 }
+
+TEST_CASE("show sessions lists a UDP flow beside a TCP session, with a protocol column")
+{
+    std::vector<sluice::SessionInfo> sessions(2);
+    sessions[0] = {0, "pg", "tcp", "10.0.0.5:41000", "pg/a", 2.5, 10, 20, "established"};
+    sessions[1] = {1, "dns", "udp", "10.0.0.6:53000", "dns/b", 0.25, 30, 90, "active"};
+    std::string text = sluice::render_sessions(sessions, false);
+    INFO(text);
+    CHECK(text.rfind("worker  listener  client          backend  age   bytes_in  bytes_out  state        protocol\n", 0) == 0);
+    CHECK(text.find("\n0       pg        10.0.0.5:41000  pg/a     2.5s  10        20         established  tcp\n")
+          != std::string::npos);
+    CHECK(text.find("\n1       dns       10.0.0.6:53000  dns/b    0.2s  30        90         active       udp") != std::string::npos);
+    std::string json = sluice::render_sessions(sessions, true);
+    CHECK(json.find(R"("state":"established","protocol":"tcp"})") != std::string::npos);
+    CHECK(json.find(R"("state":"active","protocol":"udp"})") != std::string::npos);
+}
