@@ -44,15 +44,23 @@ void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
     tried_.push_back(backend);
     if (PoolStats* stats = pool_->stats.get())
         stats->failed_connects.fetch_add(1, std::memory_order_relaxed);
-    const PoolConfig& pool = *pool_->config;
+    record_passive_failure(*table_, *pool_, backend, "connect", error, now_ms);
+}
+
+bool record_passive_failure(BackendTable& table, const PoolRuntime& pool, BackendId backend, std::string_view what,
+                            SysError error, std::int64_t now_ms)
+{
+    const PoolConfig& config = *pool.config;
+    if (!table.record_connect_failure(backend, now_ms, config.max_fails, config.fail_timeout.count()))
+        return false;
     // With active checks the prober turns this mark into a Down verdict and
     // logs that transition itself ("N connect failures from traffic"); a line
     // here too would log one transition twice. Without checks nobody else
     // will, so the mark is logged here.
-    if (table_->record_connect_failure(backend, now_ms, pool.max_fails, pool.fail_timeout.count())
-        && !pool.health)
-        log::warning("{} is DOWN ({} connect failure{} within {}ms, last: {})", pool_->label(backend),
-                     pool.max_fails, pool.max_fails == 1 ? "" : "s", pool.fail_timeout.count(), describe(error));
+    if (!config.health)
+        log::warning("{} is DOWN ({} {} failure{} within {}ms, last: {})", pool.label(backend), config.max_fails,
+                     what, config.max_fails == 1 ? "" : "s", config.fail_timeout.count(), describe(error));
+    return true;
 }
 
 void Connector::local_shortage(BackendId backend, SysError error, std::int64_t now_ms)

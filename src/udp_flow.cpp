@@ -389,11 +389,7 @@ void UdpListener::end_flow(UdpFlow& flow, EndCause cause)
 
 void UdpListener::record_backend_failure(UdpFlow& flow, SysError error)
 {
-    const PoolConfig& pool = *flow.pool().config;
-    if (worker_.table().record_connect_failure(flow.backend_id(), monotonic_ms(), pool.max_fails,
-                                               pool.fail_timeout.count()))
-        log::warning("{} is DOWN ({} failures within {}ms, last: {})", flow.pool().label(flow.backend_id()),
-                     pool.max_fails, pool.fail_timeout.count(), describe(error));
+    record_passive_failure(worker_.table(), flow.pool(), flow.backend_id(), "datagram", error, monotonic_ms());
 }
 
 // Idle expiry from the oldest end of the table: every flow there that has been

@@ -15,6 +15,7 @@
 #include "sluice/runtime.h"
 
 #include <optional>
+#include <string_view>
 #include <vector>
 
 namespace sluice {
@@ -51,6 +52,14 @@ private:
     BackendTable* table_;
     std::vector<BackendId> tried_;  // allocates only when a connect fails
 };
+
+// Any thread: a `what` ("connect" for TCP, "datagram" for UDP) to `backend`
+// of `pool` failed with `error`, a fault of the backend or the way to it.
+// Counts it towards max_fails within fail_timeout; returns true when that
+// marked the backend down, which is logged here unless active checks will
+// log it. The one rule for passive failures, TCP and UDP alike.
+bool record_passive_failure(BackendTable& table, const PoolRuntime& pool, BackendId backend, std::string_view what,
+                            SysError error, std::int64_t now_ms);
 
 // Any thread: a client was turned away because this host ran out of `error`
 // (is_local_resource_error). Logs at most once per interval, process-wide,

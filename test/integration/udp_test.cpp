@@ -634,7 +634,7 @@ TEST_CASE("a backend that refuses (ICMP port unreachable) stops getting new flow
         UdpClient client(sluice.port("front"));
         client.ask(fmt::format("probe {}", i), 1, 300ms);
     }
-    REQUIRE(sluice.process().wait_for_line("is DOWN", 5s));
+    REQUIRE(sluice.process().wait_for_line("is DOWN (2 datagram failures within 60000ms", 5s));
     CHECK(wait_until([&] { return sluice.process().count_lines("ended (backend-refused") == 2; }, 5s));
     std::map<std::string, int> flows = new_flows_by_backend(sluice.port("front"), 20, "after");
     CHECK(flows["a"] == 20);
@@ -750,4 +750,25 @@ TEST_CASE("a UDP flow is a session: show sessions lists it, show stat counts it,
     // not drop).
     CHECK(log.find(" bytes_in=13 bytes_out=13 end=idle-timeout\n") != std::string::npos);
     CHECK(wait_until([&] { return admin.command("json show sessions") == R"({"sessions":[]})"; }));
+}
+
+TEST_CASE("with active checks, a UDP backend marked down by traffic is logged once, by the prober, as TCP's is")
+{
+    EchoBackend a("a", "whoami", "127.0.0.1:0", Transport::Udp);
+    EchoBackend b("b", "whoami", "127.0.0.1:0", Transport::Udp);
+    // Probes too rare to find b first: the refusals of client flows do.
+    Sluice sluice(udp_config({a.address(), b.address()}, "",
+                             "max_fails = 1\nfail_timeout = \"60s\"\n"
+                             "health = { protocol = \"udp\", send = \"ping\", expect = \"\", "
+                             "interval = \"1h\", timeout = \"2s\", rise = 1, fall = 1 }",
+                             "workers = 1"),
+                  {"-d"});
+    b.stop();
+    for (int i = 0; i < 40 && !sluice.process().count_lines("is DOWN"); ++i) {
+        UdpClient client(sluice.port("front"));
+        client.ask(fmt::format("probe {}", i), 1, 300ms);
+    }
+    REQUIRE(sluice.process().wait_for_line("is DOWN (1 connect failure from traffic)", 5s));
+    CHECK(sluice.process().count_lines("is DOWN") == 1);
+    CHECK(sluice.process().count_lines("datagram failure") == 0);
 }
