@@ -1,7 +1,7 @@
 #include "sluice/server.h"
 
 #include "sluice/cpu_affinity.h"
-#include "sluice/listener.h"
+#include "sluice/listener_factory.h"
 #include "sluice/log.h"
 #include "sluice/reload.h"
 #include "sluice/sd_notify.h"

@@ -3,7 +3,7 @@
 #include "sluice/access_log.h"
 #include "sluice/event_loop.h"
 #include "sluice/runtime.h"
-#include "sluice/worker.h"
+#include "sluice/worker_generation.h"
 
 namespace sluice {
 

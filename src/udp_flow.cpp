@@ -5,7 +5,7 @@
 #include "sluice/log.h"
 #include "sluice/runtime.h"
 #include "sluice/socket.h"
-#include "sluice/worker.h"
+#include "sluice/worker_context.h"
 
 #include <cstring>
 #include <mutex>
@@ -157,7 +157,7 @@ void UdpFlow::on_readable(int)
 
 // ---- UdpListener --------------------------------------------------------------
 
-UdpListener::UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config)
+UdpListener::UdpListener(WorkerContext& worker, UniqueFd fd, const ListenerConfig& config)
     : Listener(config, listener_counters(worker, config), worker.index()), worker_(worker), fd_(std::move(fd)),
       wildcard_(config.listen.is_wildcard()),
       receive_slots_(new std::byte[kBatch * kSlotSize]),

@@ -4,32 +4,15 @@
 #include "sluice/cpu_affinity.h"
 #include "sluice/errors.h"
 #include "sluice/listener.h"
+#include "sluice/listener_factory.h"
 #include "sluice/log.h"
-#include "sluice/tcp_session.h"
 
 #include <fcntl.h>
 #include <pthread.h>
 
 namespace sluice {
 
-WorkerPool* WorkerGeneration::find_pool(std::string_view name) noexcept
-{
-    for (auto& pool : pools)
-        if (pool->runtime->config->name == name)
-            return pool.get();
-    return nullptr;
-}
-
-Worker::Worker(unsigned index, SharedState& shared, const WorkerOptions& options)
-    : index_(index)
-    , shared_(shared)
-    , pipes_(options.pipe_size, options.max_idle_pipes)
-    , buffers_(16)
-    , reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC))
-    , splice_(options.splice)
-    , sessions_(shared.sessions, loop_)
-{
-}
+Worker::Worker(unsigned index, SharedState& shared, const WorkerOptions& options) : context_(index, shared, options) {}
 
 Worker::~Worker()
 {
@@ -43,21 +26,21 @@ std::shared_ptr<WorkerGeneration> Worker::make_generation(std::shared_ptr<const 
 {
     auto generation = std::make_shared<WorkerGeneration>();
     for (const PoolRuntime& pool : runtime->pools)
-        generation->pools.push_back(std::make_unique<WorkerPool>(pool, shared_.table));
+        generation->pools.push_back(std::make_unique<WorkerPool>(pool, context_.table()));
     generation->runtime = std::move(runtime);
     return generation;
 }
 
 void Worker::start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd> listener_fds)
 {
-    generation_ = make_generation(std::move(runtime));
-    const auto& configs = generation_->runtime->config.listeners;
+    context_.set_generation(make_generation(std::move(runtime)));
+    const auto& configs = context_.generation()->runtime->config.listeners;
     for (std::size_t i = 0; i < configs.size(); ++i)
-        if (auto listener = make_listener(*this, std::move(listener_fds.at(i)), configs[i]))
+        if (auto listener = make_listener(context_, std::move(listener_fds.at(i)), configs[i]))
             listeners_.push_back(std::move(listener));
     thread_ = std::thread([this] { run(); });
     // "sluice-w0", ...: tells the workers apart in top -H, perf and /proc.
-    std::string name = fmt::format("sluice-w{}", index_);
+    std::string name = fmt::format("sluice-w{}", context_.index());
     ::pthread_setname_np(thread_.native_handle(), name.c_str());
 }
 
@@ -65,7 +48,7 @@ void Worker::run()
 {
     for (auto& listener : listeners_)
         listener->start();
-    loop_.run();
+    context_.loop().run();
 }
 
 void Worker::reload(std::shared_ptr<const Runtime> runtime, std::vector<ListenerHandoff> listeners,
@@ -73,7 +56,7 @@ void Worker::reload(std::shared_ptr<const Runtime> runtime, std::vector<Listener
 {
     // post() takes a copyable task; the sockets travel in a shared holder.
     auto handoffs = std::make_shared<std::vector<ListenerHandoff>>(std::move(listeners));
-    loop_.post([this, runtime = std::move(runtime), handoffs, done = std::move(done)]() mutable {
+    context_.loop().post([this, runtime = std::move(runtime), handoffs, done = std::move(done)]() mutable {
         adopt(std::move(runtime), std::move(*handoffs));
         if (done)
             done();
@@ -85,9 +68,9 @@ void Worker::reload(std::shared_ptr<const Runtime> runtime, std::vector<Listener
 // that started under it runs.
 void Worker::adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerHandoff> handoffs)
 {
-    std::shared_ptr<WorkerGeneration> previous = std::move(generation_);
-    generation_ = make_generation(std::move(runtime));
-    const auto& configs = generation_->runtime->config.listeners;
+    std::shared_ptr<WorkerGeneration> previous = context_.generation();
+    context_.set_generation(make_generation(std::move(runtime)));
+    const auto& configs = context_.generation()->runtime->config.listeners;
     std::vector<std::unique_ptr<Listener>> next;
     for (std::size_t i = 0; i < configs.size() && i < handoffs.size(); ++i) {
         ListenerHandoff& handoff = handoffs[i];
@@ -101,7 +84,7 @@ void Worker::adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerH
             }
             continue;
         }
-        if (auto listener = make_listener(*this, std::move(handoff.fd), configs[i])) {
+        if (auto listener = make_listener(context_, std::move(handoff.fd), configs[i])) {
             listener->start();
             next.push_back(std::move(listener));
         }
@@ -114,12 +97,12 @@ void Worker::adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerH
 
 std::vector<SessionInfo> Worker::describe_sessions() const
 {
-    loop_.assert_loop_thread();
+    context_.loop().assert_loop_thread();
     std::vector<SessionInfo> out;
-    const ev_tstamp now = loop_.now();
-    sessions_.for_each([&](const Session& s) {
+    const ev_tstamp now = context_.loop().now();
+    context_.sessions().for_each([&](const Session& s) {
         SessionInfo info;
-        info.worker = index_;
+        info.worker = context_.index();
         info.listener = s.listener().name;
         info.protocol = s.protocol() == Protocol::Udp ? "udp" : "tcp";
         info.client = s.client().to_string();
@@ -139,15 +122,15 @@ std::vector<SessionInfo> Worker::describe_sessions() const
 
 void Worker::bind_cpu(int cpu, std::vector<int> allowed)
 {
-    loop_.post([this, cpu, allowed = std::move(allowed)] {
+    context_.loop().post([this, cpu, allowed = std::move(allowed)] {
         if (!bind_current_thread(cpu, allowed))
-            log::warning("worker {}: cannot bind to CPU {}: {}", index_, cpu, describe(classify_errno(errno)));
+            log::warning("worker {}: cannot bind to CPU {}: {}", context_.index(), cpu, describe(classify_errno(errno)));
     });
 }
 
 void Worker::stop_accepting()
 {
-    loop_.post([this] {
+    context_.loop().post([this] {
         for (auto& listener : listeners_)
             listener->stop();
     });
@@ -155,11 +138,11 @@ void Worker::stop_accepting()
 
 void Worker::shutdown()
 {
-    loop_.post([this] {
+    context_.loop().post([this] {
         for (auto& listener : listeners_)
             listener->stop();
-        sessions_.end_all(EndCause::Shutdown);
-        loop_.break_loop();
+        context_.sessions().end_all(EndCause::Shutdown);
+        context_.loop().break_loop();
     });
 }
 

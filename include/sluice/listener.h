@@ -1,8 +1,10 @@
-// Listeners: one worker's socket for one configured listener.
+// Listener: one worker's socket for one configured listener; what TCP and UDP
+// listeners share (counters, admission under max_connections).
 //
 // Every worker has its own SO_REUSEPORT socket per listener, so the kernel
-// spreads clients over workers and no accept lock exists. make_listener() is
-// the only place that knows the kinds (TCP here; UDP in udp_flow.h).
+// spreads clients over workers and no accept lock exists. The kinds are
+// TcpListener (tcp_listener.h) and UdpListener (udp_flow.h); only
+// listener_factory.h knows both.
 #pragma once
 
 #include "sluice/config.h"
@@ -17,7 +19,7 @@
 
 namespace sluice {
 
-class Worker;
+class WorkerContext;
 struct SharedState;
 
 class Listener {
@@ -61,41 +63,8 @@ protected:
     ListenerStats& stats_;  // written by this listener's worker only
 };
 
-// Opens one worker's socket for `config` (bound to `address`, which has port 0
-// replaced by the port the first worker's socket got).
-Result<UniqueFd> open_listener_socket(const ListenerConfig& config, const SocketAddress& address, int backlog);
-
 // The counters of `config` in `worker`'s current generation, for a listener's
 // constructor (null when the runtime has none, as in unit tests).
-std::shared_ptr<ListenerCounters> listener_counters(Worker& worker, const ListenerConfig& config);
-
-// The listener of the right kind for `config` on `worker`, owning `fd`.
-std::unique_ptr<Listener> make_listener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
-
-// TCP: accepts in bounded batches so one busy listener cannot starve the loop,
-// and survives EMFILE/ENFILE without spinning: it gives up a reserve
-// descriptor, accepts the pending connection and closes it at once, then takes
-// the reserve back (the muduo Acceptor trick). Loop thread only.
-class TcpListener final : public Listener {
-public:
-    static constexpr int kAcceptBatch = 64;
-    // How long accepting pauses when even the reserve descriptor is gone.
-    static constexpr double kPauseAtFdLimit = 0.1;
-
-    TcpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
-    void start() override;
-    void stop() override;
-
-private:
-    void on_readable(int revents);
-    // Returns false when the listener had to pause (no reserve descriptor).
-    bool shed_one_connection();
-    void on_resume();
-
-    Worker& worker_;
-    UniqueFd fd_;
-    IoWatcher io_;
-    TimerWatcher resume_timer_;  // restarts accepting after a pause at EMFILE
-};
+std::shared_ptr<ListenerCounters> listener_counters(WorkerContext& worker, const ListenerConfig& config);
 
 } // namespace sluice

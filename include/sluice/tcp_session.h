@@ -31,7 +31,7 @@
 
 namespace sluice {
 
-class Worker;
+class WorkerContext;
 struct WorkerGeneration;
 struct WorkerPool;
 
@@ -43,7 +43,7 @@ public:
     // registry, then call start().
     // `listener_stats`: this worker's line of the listener's counters (kept
     // alive by `generation`).
-    TcpSession(Worker& worker, std::shared_ptr<WorkerGeneration> generation, WorkerPool& pool,
+    TcpSession(WorkerContext& worker, std::shared_ptr<WorkerGeneration> generation, WorkerPool& pool,
                const ListenerConfig& listener, ListenerStats& listener_stats, UniqueFd client,
                const SocketAddress& client_address);
     ~TcpSession() override;
@@ -82,7 +82,7 @@ private:
     // last FIN out, or at close(), whichever comes first.
     void release_backend() noexcept;
 
-    Worker& worker_;
+    WorkerContext& worker_;
     WorkerPool& pool_;
     Connector connector_;
     // This worker's line of the listener's counters, kept alive by the

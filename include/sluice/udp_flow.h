@@ -240,7 +240,7 @@ public:
     // setsockopt: one syscall in seven for a one-query flow.
     static constexpr int kFlowReceiveBuffer = 1 << 20;
 
-    UdpListener(Worker& worker, UniqueFd fd, const ListenerConfig& config);
+    UdpListener(WorkerContext& worker, UniqueFd fd, const ListenerConfig& config);
     ~UdpListener() override;
 
     void start() override;
@@ -259,7 +259,7 @@ public:
     // The one end of a flow: out of the table, then SessionRegistry::finish.
     void end_flow(UdpFlow& flow, EndCause cause);
     void record_backend_failure(UdpFlow& flow, SysError error);
-    Worker& worker() noexcept { return worker_; }
+    WorkerContext& worker() noexcept { return worker_; }
 
 private:
     void on_readable(int revents);
@@ -271,7 +271,7 @@ private:
     void flush_replies();
     static void on_prepare(struct ev_loop* loop, ev_prepare* watcher, int revents);
 
-    Worker& worker_;
+    WorkerContext& worker_;
     UniqueFd fd_;
     IoWatcher io_;
     TimerWatcher idle_timer_;

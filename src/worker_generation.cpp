@@ -1,0 +1,13 @@
+#include "sluice/worker_generation.h"
+
+namespace sluice {
+
+WorkerPool* WorkerGeneration::find_pool(std::string_view name) noexcept
+{
+    for (auto& pool : pools)
+        if (pool->runtime->config->name == name)
+            return pool.get();
+    return nullptr;
+}
+
+} // namespace sluice
