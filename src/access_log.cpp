@@ -1,5 +1,7 @@
 #include "sluice/access_log.h"
 
+#include "sluice/log.h"
+
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -33,12 +35,12 @@ void AccessLogFile::write_line(std::string_view line) noexcept
         text.reserve(line.size() + 1);
         text.append(line);
         text.push_back('\n');
-        // One write of one short line to an O_APPEND file: atomic with respect
-        // to the other workers' lines.
-        ssize_t n;
-        do
-            n = ::write(raw_fd_, text.data(), text.size());
-        while (n < 0 && errno == EINTR);
+        // The queued line holds the file, so a reload that drops this file
+        // closes it only after its last lines are written. Stderr needs no owner.
+        std::shared_ptr<const void> owner;
+        if (fd_)
+            owner = weak_from_this().lock();
+        log::enqueue(raw_fd_, std::move(owner), std::move(text));
     } catch (...) {
         // Out of memory: drop the line, keep the session path alive.
     }

@@ -1,5 +1,7 @@
 #include "sluice/metrics.h"
 
+#include "sluice/log.h"
+
 #include <fmt/format.h>
 
 #include <array>
@@ -15,6 +17,7 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
     snap.generation = process.generation.load(relaxed);
     snap.reloads_ok = process.reloads_ok.load(relaxed);
     snap.reloads_failed = process.reloads_failed.load(relaxed);
+    snap.log_lines_dropped = log::lines_dropped();
 
     for (std::size_t i = 0; i < runtime.config.listeners.size(); ++i) {
         const ListenerConfig& config = runtime.config.listeners[i];
@@ -146,6 +149,9 @@ std::string format_prometheus(const StatsSnapshot& s)
     out.family("sluice_reloads_total", "counter", "Configuration reloads, by result.");
     out.sample("sluice_reloads_total", "result=\"ok\"", s.reloads_ok);
     out.sample("sluice_reloads_total", "result=\"failed\"", s.reloads_failed);
+    out.family("sluice_log_lines_dropped_total", "counter",
+               "Log and access log lines dropped because the log sink was too slow (the queue was full).");
+    out.sample("sluice_log_lines_dropped_total", "", s.log_lines_dropped);
 
     constexpr std::array<CounterFamily<ListenerTotals>, 5> listener_metrics{{
         {"sluice_listener_accepted_total", "Client connections accepted.", &ListenerTotals::accepted},

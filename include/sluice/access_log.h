@@ -6,9 +6,10 @@
 // a CloseReason, backend "-" when none was reached).
 //
 // Files are opened by the control thread (at start and on every reload, which
-// therefore also reopens a rotated file) with O_APPEND; a worker writes each
-// line with a single write(2), so lines from workers never interleave and the
-// loop never waits on more than one small write.
+// therefore also reopens a rotated file) with O_APPEND. A worker never writes
+// to them: it queues each line for the log writer thread (log.h), so a slow
+// disk or a stalled stderr costs dropped lines (sluice_log_lines_dropped_total),
+// never a stalled loop. Lines from workers never interleave.
 #pragma once
 
 #include "sluice/fd.h"
@@ -20,14 +21,15 @@
 
 namespace sluice {
 
-class AccessLogFile {
+class AccessLogFile : public std::enable_shared_from_this<AccessLogFile> {
 public:
     // "-" = stderr; anything else is opened for appending (created 0640).
     // Returns null with `error` set when the file cannot be opened.
     static std::shared_ptr<AccessLogFile> open(const std::string& path, std::string* error);
 
-    // Any thread: appends one line (a '\n' is added). Errors are dropped: a full
-    // disk must not stop the proxy.
+    // Any thread, never waits on I/O: queues one line (a '\n' is added) to be
+    // appended. Errors and lines the queue has no room for are dropped: a full
+    // disk or a stuck sink must not stop the proxy.
     void write_line(std::string_view line) noexcept;
 
 private:

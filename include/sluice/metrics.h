@@ -62,6 +62,7 @@ struct StatsSnapshot {
     std::uint64_t generation = 0;
     std::uint64_t reloads_ok = 0;
     std::uint64_t reloads_failed = 0;
+    std::uint64_t log_lines_dropped = 0;  // log::lines_dropped()
     std::vector<ListenerSnapshot> listeners;
     std::vector<PoolSnapshot> pools;
     std::vector<BackendSnapshot> backends;

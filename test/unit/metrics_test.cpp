@@ -11,6 +11,7 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     snap.generation = 3;
     snap.reloads_ok = 2;
     snap.reloads_failed = 1;
+    snap.log_lines_dropped = 5;
     ListenerSnapshot listener;
     listener.name = "front";
     listener.protocol = "tcp";
@@ -44,6 +45,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     CHECK(text.find("\nsluice_config_generation 3\n") != std::string::npos);
     CHECK(text.find("\nsluice_reloads_total{result=\"ok\"} 2\nsluice_reloads_total{result=\"failed\"} 1\n")
           != std::string::npos);
+    CHECK(text.find("\n# TYPE sluice_log_lines_dropped_total counter\nsluice_log_lines_dropped_total 5\n")
+          != std::string::npos);
     CHECK(text.find("\nsluice_listener_accepted_total{listener=\"front\",protocol=\"tcp\"} 7\n") != std::string::npos);
     CHECK(text.find("\nsluice_listener_bytes_in_total{listener=\"front\",protocol=\"tcp\"} 100\n") != std::string::npos);
     CHECK(text.find("\nsluice_pool_retries_total{pool=\"p\"} 4\n") != std::string::npos);
@@ -74,8 +77,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     }
     for (at = 0; (at = text.find("# TYPE ", at)) != std::string::npos; ++at)
         ++types;
-    CHECK(helps == 21);
-    CHECK(types == 21);
+    CHECK(helps == 22);
+    CHECK(types == 22);
     CHECK(text.back() == '\n');
 }
 
