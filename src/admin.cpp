@@ -717,7 +717,10 @@ void AdminServer::process_input(Connection& c)
 
 StatsSnapshot AdminServer::snapshot() const
 {
-    StatsSnapshot snap = take_snapshot(*runtime_, table_, process_, monotonic_ms());
+    std::vector<const BackendCounters*> counters;
+    for (const Worker* worker : workers_)
+        counters.push_back(&worker->backend_counters());
+    StatsSnapshot snap = take_snapshot(*runtime_, table_, process_, monotonic_ms(), counters);
     for (const Worker* worker : workers_)
         snap.workers.push_back({worker->index(), worker->cpu_seconds(), worker->session_count()});
     return snap;

@@ -67,7 +67,6 @@ void BackendTable::acquire(BackendId id) noexcept
 {
     BackendSlot& s = slots_[id];
     s.active.fetch_add(1, kRelaxed);
-    s.total.fetch_add(1, kRelaxed);
 }
 
 void BackendTable::release(BackendId id) noexcept
@@ -86,13 +85,35 @@ std::uint16_t BackendTable::weight(BackendId id) const noexcept
     return slots_[id].weight.load(kAcquire);
 }
 
-void BackendTable::add_bytes(BackendId id, std::uint64_t to_backend, std::uint64_t from_backend) noexcept
+BackendCounters::BackendCounters(std::size_t capacity) : capacity_(capacity), lines_(new Line[capacity]) {}
+
+BackendCounters::Line& BackendCounters::line(BackendId id, std::uint32_t epoch) noexcept
 {
-    BackendSlot& s = slots_[id];
-    if (to_backend != 0)
-        s.bytes_to_backend.fetch_add(to_backend, kRelaxed);
-    if (from_backend != 0)
-        s.bytes_from_backend.fetch_add(from_backend, kRelaxed);
+    assert(id < capacity_);
+    Line& l = lines_[id];
+    if (l.epoch.load(kRelaxed) != epoch) [[unlikely]] {
+        // The slot belongs to another backend now: start from zero. A reader
+        // racing with this sees either epoch's counts, never a mix it keeps.
+        l.sessions.store(0, kRelaxed);
+        l.bytes_in.store(0, kRelaxed);
+        l.bytes_out.store(0, kRelaxed);
+        l.epoch.store(epoch, std::memory_order_release);
+    }
+    return l;
+}
+
+BackendCounters::Totals BackendCounters::read(BackendId id, std::uint32_t epoch) const noexcept
+{
+    Totals t;
+    if (id >= capacity_)
+        return t;
+    const Line& l = lines_[id];
+    if (l.epoch.load(kAcquire) != epoch)
+        return t;
+    t.sessions = l.sessions.load(kRelaxed);
+    t.bytes_in = l.bytes_in.load(kRelaxed);
+    t.bytes_out = l.bytes_out.load(kRelaxed);
+    return t;
 }
 
 // The window opens at the first failure and lasts fail_timeout_ms; the call that
@@ -177,10 +198,8 @@ std::optional<BackendId> BackendTable::allocate(std::uint16_t weight) noexcept
         s.admin.store(AdminState::Ready, kRelaxed);
         s.weight.store(weight, kRelaxed);
         s.active.store(0, kRelaxed);
-        s.total.store(0, kRelaxed);
+        s.epoch.fetch_add(1, kRelaxed);
         s.connect_failures.store(0, kRelaxed);
-        s.bytes_to_backend.store(0, kRelaxed);
-        s.bytes_from_backend.store(0, kRelaxed);
         s.window_failures.store(0, kRelaxed);
         s.window_start_ms.store(0, kRelaxed);
         s.passive_down_until_ms.store(0, kRelaxed);

@@ -23,6 +23,7 @@ std::optional<BackendId> Connector::next(const SocketAddress& client, std::int64
             && pool_->all_down.exchange(false, std::memory_order_relaxed))
             log::info("pool {} has a usable backend again", pool_->config->name);
         table_->acquire(*id);
+        counters_->count_session(*id, table_->epoch(*id));
         if (stats && !tried_.empty())
             stats->retries.fetch_add(1, std::memory_order_relaxed);
         return id;

@@ -9,7 +9,7 @@
 namespace sluice {
 
 StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, const ProcessStats& process,
-                            std::int64_t now_ms)
+                            std::int64_t now_ms, std::span<const BackendCounters* const> counters)
 {
     constexpr auto relaxed = std::memory_order_relaxed;
     StatsSnapshot snap;
@@ -56,10 +56,14 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
                 backend.why = to_string(HealthReason::PassiveFailures);
             backend.weight = slot.weight.load(relaxed);
             backend.active = slot.active.load(relaxed);
-            backend.total = slot.total.load(relaxed);
             backend.connect_failures = slot.connect_failures.load(relaxed);
-            backend.bytes_in = slot.bytes_to_backend.load(relaxed);
-            backend.bytes_out = slot.bytes_from_backend.load(relaxed);
+            const std::uint32_t epoch = slot.epoch.load(relaxed);
+            for (const BackendCounters* worker : counters) {
+                BackendCounters::Totals t = worker->read(pool.backend_ids[b], epoch);
+                backend.total += t.sessions;
+                backend.bytes_in += t.bytes_in;
+                backend.bytes_out += t.bytes_out;
+            }
             pool_snap.sessions += backend.total;
             pool_snap.active += backend.active;
             pool_snap.bytes_in += backend.bytes_in;

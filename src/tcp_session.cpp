@@ -21,7 +21,7 @@ TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerGeneration> 
     : Session(listener, std::move(generation), worker.loop().now())
     , worker_(worker)
     , pool_(pool)
-    , connector_(*pool.runtime, pool.balancer, worker.table())
+    , connector_(*pool.runtime, pool.balancer, worker.table(), worker.backend_counters())
     , listener_stats_(listener_stats)
     , client_(std::move(client))
     , client_address_(client_address)
@@ -170,11 +170,12 @@ PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd)
     PumpResult result = sluice::pump(dir, source_fd, sink_fd, transit(), on_fin);
     if (const std::uint64_t written = dir.bytes - before; written > 0) {
         last_activity_ = worker_.loop().now();
+        const BackendId id = *backend();
         if (upstream) {
-            worker_.table().add_bytes(*backend(), written, 0);
+            worker_.backend_counters().count_bytes(id, worker_.table().epoch(id), written, 0);
             listener_stats_.bytes_in.fetch_add(written, std::memory_order_relaxed);
         } else {
-            worker_.table().add_bytes(*backend(), 0, written);
+            worker_.backend_counters().count_bytes(id, worker_.table().epoch(id), 0, written);
             listener_stats_.bytes_out.fetch_add(written, std::memory_order_relaxed);
         }
     }

@@ -264,7 +264,7 @@ void UdpListener::forward(const SocketAddress& client, const ReplySource& source
             if (wildcard_)
                 flow->source = source;
             flows_.touch(flow, worker_.loop().now());
-            worker_.table().add_bytes(flow->backend_id(), length, 0);
+            worker_.backend_counters().count_bytes(flow->backend_id(), worker_.table().epoch(flow->backend_id()), length, 0);
             stats_.bytes_in.fetch_add(length, std::memory_order_relaxed);
             return;
         }
@@ -287,7 +287,7 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
     const std::shared_ptr<WorkerGeneration>& generation = worker_.generation();
     WorkerPool* pool = generation->find_pool(config_->pool);
     if (pool) [[likely]] {
-        Connector connector(*pool->runtime, pool->balancer, worker_.table());
+        Connector connector(*pool->runtime, pool->balancer, worker_.table(), worker_.backend_counters());
         std::int64_t now_ms = monotonic_ms();
         while (std::optional<BackendId> id = connector.next(client, now_ms)) {
             Result<UniqueFd> sock = open_connected_udp(pool->runtime->backend(*id)->address);
@@ -339,7 +339,7 @@ void UdpListener::queue_reply(UdpFlow& flow, std::size_t length)
     // Keep the next reply 16-byte aligned; the arena always has a slot free.
     reply_used_ += (length + 15) & ~std::size_t{15};
 
-    worker_.table().add_bytes(flow.backend_id(), 0, length);
+    worker_.backend_counters().count_bytes(flow.backend_id(), worker_.table().epoch(flow.backend_id()), 0, length);
     stats_.bytes_out.fetch_add(length, std::memory_order_relaxed);
     flow.count_reply(length);
     if (flow.answered(config_->responses)) {

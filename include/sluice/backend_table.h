@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 
@@ -55,10 +56,10 @@ struct alignas(64) BackendSlot {
     // (Declared here, beside `active`, so the two 32-bit fields share 8 bytes and
     // the slot fits one 64-byte line.)
     std::atomic<std::uint32_t> window_failures{0};
-    std::atomic<std::uint64_t> total{0};         // sessions ever
-    std::atomic<std::uint64_t> connect_failures{0};
-    std::atomic<std::uint64_t> bytes_to_backend{0};
-    std::atomic<std::uint64_t> bytes_from_backend{0};
+    // Bumped each time the slot is given to a backend, so per-worker counters
+    // (BackendCounters) of the slot's previous backend are not summed in.
+    std::atomic<std::uint32_t> epoch{0};
+    std::atomic<std::uint64_t> connect_failures{0};  // rare: failures only
     std::atomic<std::int64_t> window_start_ms{0};
     // While now < passive_down_until_ms the backend is treated as down.
     std::atomic<std::int64_t> passive_down_until_ms{0};
@@ -77,7 +78,7 @@ public:
     void release(BackendId id) noexcept;   // that session ends
     std::uint32_t active(BackendId id) const noexcept;
     std::uint16_t weight(BackendId id) const noexcept;
-    void add_bytes(BackendId id, std::uint64_t to_backend, std::uint64_t from_backend) noexcept;
+    std::uint32_t epoch(BackendId id) const noexcept { return slots_[id].epoch.load(std::memory_order_relaxed); }
 
     // A connect from real traffic failed. After `max_fails` failures within
     // `fail_timeout_ms` the backend is passively down for fail_timeout_ms
@@ -108,6 +109,52 @@ private:
 
     std::array<BackendSlot, kCapacity> slots_{};
     alignas(64) std::atomic<std::uint64_t> generation_{1};
+};
+
+// One worker's counts per backend: sessions started, bytes each way. Kept out
+// of the table, whose slots every worker reads when it picks a backend: a
+// write per transfer there would pull that line away from every other worker.
+// Written by its worker alone (a load and a store, no locked read-modify-
+// write), summed by the admin thread when asked. A line counts for one epoch
+// of its slot; its worker resets it on the first count of a newer epoch, and
+// readers ignore a line of another epoch.
+class BackendCounters {
+public:
+    struct Totals {
+        std::uint64_t sessions = 0;
+        std::uint64_t bytes_in = 0;   // to the backend
+        std::uint64_t bytes_out = 0;  // from the backend
+    };
+
+    explicit BackendCounters(std::size_t capacity = BackendTable::kCapacity);
+
+    // --- the owning worker's thread ---
+    void count_session(BackendId id, std::uint32_t epoch) noexcept { bump(line(id, epoch).sessions, 1); }
+    void count_bytes(BackendId id, std::uint32_t epoch, std::uint64_t to_backend, std::uint64_t from_backend) noexcept
+    {
+        Line& l = line(id, epoch);
+        bump(l.bytes_in, to_backend);
+        bump(l.bytes_out, from_backend);
+    }
+
+    // Any thread: this worker's counts for `id` in `epoch`.
+    Totals read(BackendId id, std::uint32_t epoch) const noexcept;
+
+private:
+    struct Line {
+        std::atomic<std::uint32_t> epoch{0};
+        std::atomic<std::uint64_t> sessions{0};
+        std::atomic<std::uint64_t> bytes_in{0};
+        std::atomic<std::uint64_t> bytes_out{0};
+    };
+    static void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept
+    {
+        counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    Line& line(BackendId id, std::uint32_t epoch) noexcept;
+
+    std::size_t capacity_;
+    std::unique_ptr<Line[]> lines_;
 };
 
 // Milliseconds on CLOCK_MONOTONIC; the clock every table timestamp uses.

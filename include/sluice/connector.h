@@ -22,8 +22,9 @@ namespace sluice {
 
 class Connector {
 public:
-    Connector(const PoolRuntime& pool, PoolBalancer& balancer, BackendTable& table)
-        : pool_(&pool), balancer_(&balancer), table_(&table)
+    // `counters`: the worker's own, where a started session is counted.
+    Connector(const PoolRuntime& pool, PoolBalancer& balancer, BackendTable& table, BackendCounters& counters)
+        : pool_(&pool), balancer_(&balancer), table_(&table), counters_(&counters)
     {
     }
 
@@ -50,6 +51,7 @@ private:
     const PoolRuntime* pool_;
     PoolBalancer* balancer_;
     BackendTable* table_;
+    BackendCounters* counters_;
     std::vector<BackendId> tried_;  // allocates only when a connect fails
 };
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <span>
 #include <vector>
 
 namespace sluice {
@@ -69,9 +70,10 @@ struct StatsSnapshot {
     std::vector<WorkerSnapshot> workers;  // filled by the admin server, which knows the workers
 };
 
-// Any thread. `now_ms` is monotonic_ms().
+// Any thread. `now_ms` is monotonic_ms(). A backend's sessions and bytes are
+// the sum of every worker's BackendCounters in `counters`.
 StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, const ProcessStats& process,
-                            std::int64_t now_ms);
+                            std::int64_t now_ms, std::span<const BackendCounters* const> counters);
 
 // The Prometheus text exposition of `snapshot`.
 std::string format_prometheus(const StatsSnapshot& snapshot);

@@ -81,6 +81,8 @@ public:
     // Any thread: CPU time the worker's thread has used (EventLoop::cpu_seconds).
     double cpu_seconds() const noexcept { return context_.loop().cpu_seconds(); }
     unsigned index() const noexcept { return context_.index(); }
+    // Any thread: this worker's per-backend counts, for the admin thread to sum.
+    const BackendCounters& backend_counters() const noexcept { return context_.backend_counters(); }
     // Any thread: for post(); everything else on it is loop-thread only.
     EventLoop& loop() noexcept { return context_.loop(); }
 

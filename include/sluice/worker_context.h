@@ -57,6 +57,9 @@ public:
     // The configuration generation new sessions start under.
     const std::shared_ptr<WorkerGeneration>& generation() const noexcept { return generation_; }
     void set_generation(std::shared_ptr<WorkerGeneration> generation) noexcept { generation_ = std::move(generation); }
+    // This worker's sessions and bytes per backend (summed by the admin thread).
+    BackendCounters& backend_counters() noexcept { return backend_counters_; }
+    const BackendCounters& backend_counters() const noexcept { return backend_counters_; }
     // Every live session of this worker, TCP and UDP.
     SessionRegistry& sessions() noexcept { return sessions_; }
     const SessionRegistry& sessions() const noexcept { return sessions_; }
@@ -69,6 +72,7 @@ private:
     BufferPool buffers_;
     UniqueFd reserve_fd_;
     bool splice_;
+    BackendCounters backend_counters_;
     std::shared_ptr<WorkerGeneration> generation_;
     SessionRegistry sessions_;  // after loop_: it ends its sessions before the loop goes
 };

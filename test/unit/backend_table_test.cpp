@@ -51,8 +51,10 @@ TEST_CASE("a freed slot is reused and comes back with every field reset")
 {
     auto table = fresh_table();
     BackendId id = *table->allocate(5);
+    BackendCounters counters;
     table->acquire(id);
-    table->add_bytes(id, 10, 20);
+    counters.count_session(id, table->epoch(id));
+    counters.count_bytes(id, table->epoch(id), 10, 20);
     table->set_health(id, Health::Down, HealthReason::Timeout);
     table->set_admin(id, AdminState::Drain);
     table->record_connect_failure(id, kNow, 1, 1000);
@@ -68,10 +70,15 @@ TEST_CASE("a freed slot is reused and comes back with every field reset")
     CHECK(s.health_reason.load() == HealthReason::None);
     CHECK(s.admin.load() == AdminState::Ready);
     CHECK(s.weight.load() == 2);
-    CHECK(s.total.load() == 0);
+    CHECK(s.active.load() == 0);
     CHECK(s.connect_failures.load() == 0);
-    CHECK(s.bytes_to_backend.load() == 0);
-    CHECK(s.bytes_from_backend.load() == 0);
+    // A worker's counts of the slot's previous backend are not the new one's.
+    BackendCounters::Totals t = counters.read(id, table->epoch(id));
+    CHECK(t.sessions == 0);
+    CHECK(t.bytes_in == 0);
+    CHECK(t.bytes_out == 0);
+    counters.count_bytes(id, table->epoch(id), 7, 0);
+    CHECK(counters.read(id, table->epoch(id)).bytes_in == 7);
     CHECK(s.window_failures.load() == 0);
     CHECK(s.passive_down_until_ms.load() == 0);
     CHECK(table->usable(id, kNow));
@@ -108,7 +115,7 @@ TEST_CASE("a backend is unusable while down, draining, in maintenance or passive
     CHECK(table->usable(id, kNow + 1));
 }
 
-TEST_CASE("acquire and release count active sessions, total counts every session")
+TEST_CASE("acquire and release count active sessions")
 {
     auto table = fresh_table();
     BackendId id = *table->allocate(1);
@@ -117,21 +124,42 @@ TEST_CASE("acquire and release count active sessions, total counts every session
     table->release(id);
     table->acquire(id);
     CHECK(table->active(id) == 2);
-    CHECK(table->slot(id).total.load() == 3);
     table->release(id);
     table->release(id);
     CHECK(table->active(id) == 0);
-    CHECK(table->slot(id).total.load() == 3);
+}
+
+TEST_CASE("per-worker counters add up sessions and bytes per backend, each worker on its own lines")
+{
+    auto table = fresh_table();
+    BackendId a = *table->allocate(1);
+    BackendId b = *table->allocate(1);
+    BackendCounters worker0;
+    BackendCounters worker1;
+    for (int i = 0; i < 3; ++i)
+        worker0.count_session(a, table->epoch(a));
+    worker1.count_session(a, table->epoch(a));
+    worker0.count_bytes(a, table->epoch(a), 100, 5);
+    worker1.count_bytes(a, table->epoch(a), 1, 2000);
+    worker1.count_bytes(b, table->epoch(b), 9, 9);
+    BackendCounters::Totals a0 = worker0.read(a, table->epoch(a));
+    BackendCounters::Totals a1 = worker1.read(a, table->epoch(a));
+    CHECK(a0.sessions + a1.sessions == 4);
+    CHECK(a0.bytes_in + a1.bytes_in == 101);
+    CHECK(a0.bytes_out + a1.bytes_out == 2005);
+    CHECK(worker0.read(b, table->epoch(b)).bytes_in == 0);
+    CHECK(worker1.read(b, table->epoch(b)).bytes_out == 9);
 }
 
 TEST_CASE("bytes in each direction accumulate separately")
 {
     auto table = fresh_table();
     BackendId id = *table->allocate(1);
-    table->add_bytes(id, 100, 7);
-    table->add_bytes(id, 0, 3);
-    CHECK(table->slot(id).bytes_to_backend.load() == 100);
-    CHECK(table->slot(id).bytes_from_backend.load() == 10);
+    BackendCounters counters;
+    counters.count_bytes(id, table->epoch(id), 100, 7);
+    counters.count_bytes(id, table->epoch(id), 0, 3);
+    CHECK(counters.read(id, table->epoch(id)).bytes_in == 100);
+    CHECK(counters.read(id, table->epoch(id)).bytes_out == 10);
 }
 
 TEST_CASE("concurrent acquire and release from several threads balance out exactly")
@@ -151,7 +179,6 @@ TEST_CASE("concurrent acquire and release from several threads balance out exact
     for (auto& t : threads)
         t.join();
     CHECK(table->active(id) == 0);
-    CHECK(table->slot(id).total.load() == std::uint64_t{kThreads} * kRounds);
 }
 
 TEST_CASE("max_fails connect failures within fail_timeout mark a backend passively down")
