@@ -354,11 +354,7 @@ bool take_socket_path(const std::string& path, std::string* error)
         *error = fmt::format("admin socket {}: the path exists and is not a socket", path);
         return false;
     }
-    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    if (connect_unix(path, SOCK_STREAM)) {
         *error = fmt::format("admin socket {} is in use by a running process", path);
         return false;
     }
@@ -372,22 +368,18 @@ bool AdminServer::open(const AdminConfig& config, std::string* error)
 {
     if (!config.socket.empty()) {
         const std::string& path = config.socket;
-        if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+        if (!unix_address(path)) {
             *error = fmt::format("admin socket path {} is too long", path);
             return false;
         }
         if (!take_socket_path(path, error))
             return false;
-        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        sockaddr_un address{};
-        address.sun_family = AF_UNIX;
-        std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-        if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0
-            || ::chmod(path.c_str(), 0660) != 0 || ::listen(fd.get(), 16) != 0) {
-            *error = fmt::format("admin socket {}: {}", path, std::strerror(errno));
+        Result<UniqueFd> fd = listen_unix(path, 0660, 16);
+        if (!fd) {
+            *error = fmt::format("admin socket {}: {}", path, std::strerror(fd.raw_errno()));
             return false;
         }
-        admin_fd_ = std::move(fd);
+        admin_fd_ = std::move(fd.value());
         socket_path_ = path;
         log::info("admin socket on {}", path);
     }

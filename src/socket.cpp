@@ -1,6 +1,10 @@
 #include "sluice/socket.h"
 
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -44,6 +48,49 @@ IoResult io_result(ssize_t n) noexcept
 }
 
 } // namespace
+
+std::optional<UnixAddress> unix_address(std::string_view path) noexcept
+{
+    UnixAddress out;
+    if (path.empty() || path.size() >= sizeof(out.address.sun_path))
+        return std::nullopt;
+    out.address.sun_family = AF_UNIX;
+    std::memcpy(out.address.sun_path, path.data(), path.size());
+    if (path[0] == '@')
+        out.address.sun_path[0] = '\0';  // abstract: the name is not NUL-terminated
+    out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '@' ? 0 : 1));
+    return out;
+}
+
+Result<UniqueFd> connect_unix(std::string_view path, int type)
+{
+    std::optional<UnixAddress> address = unix_address(path);
+    if (!address)
+        return Result<UniqueFd>(SysError::Invalid, EINVAL);
+    UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+    if (!fd)
+        return errno_result<UniqueFd>();
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address->address), address->length) != 0)
+        return errno_result<UniqueFd>();
+    return fd;
+}
+
+Result<UniqueFd> listen_unix(std::string_view path, mode_t mode, int backlog)
+{
+    std::optional<UnixAddress> address = unix_address(path);
+    if (!address || path[0] == '@')
+        return Result<UniqueFd>(SysError::Invalid, EINVAL);
+    auto sock = new_socket(AF_UNIX, SOCK_STREAM);
+    if (!sock)
+        return sock;
+    int fd = sock.value().get();
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&address->address), address->length) != 0)
+        return errno_result<UniqueFd>();
+    std::string file(path);
+    if (::chmod(file.c_str(), mode) != 0 || ::listen(fd, backlog) != 0)
+        return errno_result<UniqueFd>();
+    return sock;
+}
 
 Result<UniqueFd> open_tcp_listener(const SocketAddress& address, const ListenOptions& options)
 {

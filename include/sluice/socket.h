@@ -8,9 +8,29 @@
 #include "sluice/fd.h"
 
 #include <cstddef>
+#include <optional>
+#include <string_view>
 #include <sys/types.h>
+#include <sys/un.h>
 
 namespace sluice {
+
+// A unix-domain socket address: a file path, or "@name" for the abstract
+// namespace (as systemd's NOTIFY_SOCKET may be).
+struct UnixAddress {
+    sockaddr_un address{};
+    socklen_t length = 0;
+};
+// nullopt when `path` is empty or too long for sun_path.
+std::optional<UnixAddress> unix_address(std::string_view path) noexcept;
+
+// A unix socket of `type` (SOCK_STREAM, SOCK_DGRAM; blocking) connected to
+// `path`. Fails with SysError::Invalid for a path unix_address refuses.
+Result<UniqueFd> connect_unix(std::string_view path, int type);
+
+// A non-blocking unix stream socket listening at the file `path` with file
+// mode `mode`. The path must be free (the caller removes a stale socket).
+Result<UniqueFd> listen_unix(std::string_view path, mode_t mode, int backlog);
 
 struct ListenOptions {
     bool reuse_port = true;   // one socket per worker on the same address

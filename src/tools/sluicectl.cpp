@@ -1,6 +1,8 @@
 // sluicectl [-s SOCKET] [--json] COMMAND...: one admin command, its reply on
 // stdout. Exit 0 on success, 1 when sluice answered "error: ...", 2 for a usage
 // error or when the socket cannot be reached (the message names the path).
+#include "sluice/socket.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -92,19 +94,17 @@ int main(int argc, char** argv)
         line += (line.empty() ? "" : " ") + w;
     }
 
-    sockaddr_un address{};
-    if (socket_path.size() >= sizeof(address.sun_path)) {
+    if (!sluice::unix_address(socket_path)) {
         std::fprintf(stderr, "sluicectl: socket path %s is too long\n", socket_path.c_str());
         return 2;
     }
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    sluice::Result<sluice::UniqueFd> connected = sluice::connect_unix(socket_path, SOCK_STREAM);
+    if (!connected) {
         std::fprintf(stderr, "sluicectl: cannot connect to %s: %s (is sluice running with [admin] socket set?)\n",
-                     socket_path.c_str(), std::strerror(errno));
+                     socket_path.c_str(), std::strerror(connected.raw_errno()));
         return 2;
     }
+    const int fd = connected.value().get();
     const bool sent = write_all(fd, line + "\n");
     const int send_error = errno;
     // The reply ends with an empty line. When sending failed, sluice may
@@ -127,7 +127,6 @@ int main(int argc, char** argv)
         }
         reply.append(buffer, static_cast<std::size_t>(n));
     }
-    ::close(fd);
     reply.pop_back();  // the terminating empty line
     std::fwrite(reply.data(), 1, reply.size(), stdout);
     return reply.rfind("error:", 0) == 0 ? 1 : 0;
