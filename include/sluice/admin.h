@@ -22,6 +22,8 @@
 // the descriptor limit the accept loop neither spins nor leaves clients hanging.
 #pragma once
 
+#include "sluice/admin_command.h"
+#include "sluice/admin_render.h"
 #include "sluice/json.h"
 
 #include "sluice/backend_table.h"
@@ -44,30 +46,6 @@
 #include <vector>
 
 namespace sluice {
-
-struct AdminCommand {
-    enum class Kind : std::uint8_t { Help, ShowServers, ShowStat, ShowSessions, SetState, SetWeight, Reload };
-    Kind kind = Kind::Help;
-    bool json = false;
-    std::string pool;      // set server: POOL of POOL/BACKEND
-    std::string backend;   // set server: BACKEND (a name or an address)
-    AdminState state = AdminState::Ready;
-    int weight = 0;
-};
-
-struct AdminParseResult {
-    std::optional<AdminCommand> command;
-    std::string error;  // set when command is empty: the text after "error: "
-};
-
-// Parses one command line (without its newline). Pure.
-AdminParseResult parse_admin_command(std::string_view line);
-
-// Replies, without the terminating empty line. Pure.
-std::string admin_help_text();
-std::string render_servers(const StatsSnapshot& snapshot, bool json);
-std::string render_stat(const StatsSnapshot& snapshot, bool json);
-std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json);
 
 // The outcome of a reload, as the control thread reports it.
 struct ReloadOutcome {

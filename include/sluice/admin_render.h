@@ -1,0 +1,18 @@
+// The admin protocol's replies as text tables or one line of JSON. Pure.
+#pragma once
+
+#include "sluice/metrics.h"
+#include "sluice/worker.h"
+
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+// Replies, without the terminating empty line. Pure.
+std::string render_servers(const StatsSnapshot& snapshot, bool json);
+std::string render_stat(const StatsSnapshot& snapshot, bool json);
+std::string render_sessions(const std::vector<SessionInfo>& sessions, bool json);
+
+
+} // namespace sluice
