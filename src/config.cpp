@@ -376,6 +376,17 @@ public:
             return "is empty, expected a non-empty name (or no name key, to use the default)";
         if (name.find('/') != std::string_view::npos)
             return R"(contains "/", expected a name without "/" (admin commands use POOL/NAME))";
+        // An admin command line is split into words at spaces, tabs and CRs,
+        // and replies are lines: such a name could not be addressed or printed.
+        constexpr std::string_view expected =
+            "expected a name without spaces or control characters (admin commands split words at whitespace)";
+        for (char c : name) {
+            const auto byte = static_cast<unsigned char>(c);
+            if (byte == ' ')
+                return fmt::format("contains a space, {}", expected);
+            if (byte < 0x20 || byte == 0x7f)
+                return fmt::format("contains control character {:#04x}, {}", byte, expected);
+        }
         return std::nullopt;
     }
 

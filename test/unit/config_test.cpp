@@ -853,6 +853,30 @@ backends = [{ address = "127.0.0.1:9", name = "x/y" }]
         R"(x.toml:7:47: name "x/y" contains "/", expected a name without "/" (admin commands use POOL/NAME))"});
 }
 
+// Found by fuzz/config.cpp: a backend named "y<TAB>" loaded, but the admin
+// command `set server POOL/y<TAB> ...` splits into words at the tab and
+// addresses "y"; a newline in a name would end an admin reply early.
+TEST_CASE("names with a space or a control character are rejected: admin commands could not address them")
+{
+    CHECK(errors_in(R"(
+[[listeners]]
+name = "pg main"
+listen = "127.0.0.1:0"
+pool = "a b"
+
+[pools."a b"]
+backends = [{ address = "127.0.0.1:9", name = "x\ty" }, { address = "127.0.0.1:10", name = "z\n" }]
+)") == std::vector<std::string>{
+        R"(x.toml:2:8: name "pg main" contains a space, expected a name without spaces or control characters )"
+        "(admin commands split words at whitespace)",
+        R"(x.toml:6:8: pool name "a b" contains a space, expected a name without spaces or control characters )"
+        "(admin commands split words at whitespace)",
+        "x.toml:7:47: name \"x\ty\" contains control character 0x09, expected a name without spaces or control characters "
+        "(admin commands split words at whitespace)",
+        "x.toml:7:92: name \"z\n\" contains control character 0x0a, expected a name without spaces or control characters "
+        "(admin commands split words at whitespace)"});
+}
+
 TEST_CASE("an admin socket path too long for a unix socket address is an error")
 {
     std::string path = "/" + std::string(107, 's');
