@@ -7,7 +7,7 @@ namespace sluice {
 
 std::shared_ptr<ListenerCounters> listener_counters(WorkerContext& worker, const ListenerConfig& config)
 {
-    const auto& generation = worker.generation();
+    const auto& generation = worker.runtime();
     const ListenerRuntime* listener = generation ? generation->runtime->find_listener(config) : nullptr;
     return listener ? listener->counters : nullptr;
 }

@@ -3,7 +3,7 @@
 #include "sluice/access_log.h"
 #include "sluice/event_loop.h"
 #include "sluice/runtime.h"
-#include "sluice/worker_generation.h"
+#include "sluice/worker_runtime.h"
 
 namespace sluice {
 
@@ -127,9 +127,9 @@ std::size_t SessionRegistry::end_backend_sessions(BackendId backend, EndCause ca
 
 void SessionRegistry::write_access_log(const Session& session, EndCause cause) const noexcept
 {
-    if (!session.generation_ || !session.generation_->runtime)
+    if (!session.worker_runtime_ || !session.worker_runtime_->runtime)
         return;  // a session made without a generation (unit tests)
-    const Runtime& runtime = *session.generation_->runtime;
+    const Runtime& runtime = *session.worker_runtime_->runtime;
     const ListenerRuntime* listener = runtime.find_listener(session.listener());
     if (!listener || !listener->access_log)
         return;

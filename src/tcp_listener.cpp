@@ -1,6 +1,6 @@
 #include "sluice/tcp_listener.h"
 
-#include "sluice/connector.h"
+#include "sluice/connect_attempts.h"
 #include "sluice/log.h"
 #include "sluice/socket.h"
 #include "sluice/tcp_session.h"
@@ -54,9 +54,9 @@ void TcpListener::on_readable(int)
             continue;  // closing the socket refuses the client
         stats_.accepted.fetch_add(1, std::memory_order_relaxed);
 
-        WorkerPool* pool = worker_.generation()->find_pool(config_->pool);
+        PoolPicker* pool = worker_.runtime()->find_pool(config_->pool);
         TcpSession& session = worker_.sessions().add(std::make_unique<TcpSession>(
-            worker_, worker_.generation(), *pool, *config_, stats_, std::move(accepted.value()), peer));
+            worker_, worker_.runtime(), *pool, *config_, stats_, std::move(accepted.value()), peer));
         session.start();
     }
 }

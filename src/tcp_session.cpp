@@ -15,7 +15,7 @@ ev_tstamp seconds(Duration d) { return static_cast<ev_tstamp>(d.count()) / 1000.
 
 } // namespace
 
-TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerGeneration> generation, WorkerPool& pool,
+TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerRuntime> generation, PoolPicker& pool,
                        const ListenerConfig& listener, ListenerStats& listener_stats, UniqueFd client,
                        const SocketAddress& client_address)
     : Session(listener, std::move(generation), worker.loop().now())

@@ -1,7 +1,7 @@
 #include "sluice/udp_flow.h"
 
 #include "sluice/config.h"
-#include "sluice/connector.h"
+#include "sluice/connect_attempts.h"
 #include "sluice/log.h"
 #include "sluice/runtime.h"
 #include "sluice/socket.h"
@@ -106,7 +106,7 @@ void set_reply_source(msghdr& header, unsigned char* control, const ReplySource&
 
 // ---- UdpFlow ------------------------------------------------------------------
 
-UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> generation, const PoolRuntime& pool,
+UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerRuntime> generation, const PoolRuntime& pool,
                  BackendId backend, UniqueFd socket)
     : Session(listener.config(), std::move(generation), listener.worker().loop().now()), listener_(listener),
       pool_(&pool), socket_(std::move(socket)), backend_(backend)
@@ -116,7 +116,7 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> genera
 }
 
 // The flow holds one backend reference (BackendTable::acquire, taken by the
-// Connector); its admission is given back by the registry.
+// ConnectAttempts); its admission is given back by the registry.
 UdpFlow::~UdpFlow()
 {
     io_.stop();
@@ -284,10 +284,10 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
     SharedState& shared = worker_.shared();
     if (!admit_session(shared)) [[unlikely]]
         return nullptr;
-    const std::shared_ptr<WorkerGeneration>& generation = worker_.generation();
-    WorkerPool* pool = generation->find_pool(config_->pool);
+    const std::shared_ptr<WorkerRuntime>& generation = worker_.runtime();
+    PoolPicker* pool = generation->find_pool(config_->pool);
     if (pool) [[likely]] {
-        Connector connector(*pool->runtime, pool->balancer, worker_.table(), worker_.backend_counters());
+        ConnectAttempts connector(*pool->runtime, pool->balancer, worker_.table(), worker_.backend_counters());
         std::int64_t now_ms = monotonic_ms();
         while (std::optional<BackendId> id = connector.next(client, now_ms)) {
             Result<UniqueFd> sock = open_connected_udp(pool->runtime->backend(*id)->address);

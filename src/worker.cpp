@@ -22,19 +22,19 @@ Worker::~Worker()
     }
 }
 
-std::shared_ptr<WorkerGeneration> Worker::make_generation(std::shared_ptr<const Runtime> runtime)
+std::shared_ptr<WorkerRuntime> Worker::make_worker_runtime(std::shared_ptr<const Runtime> runtime)
 {
-    auto generation = std::make_shared<WorkerGeneration>();
+    auto generation = std::make_shared<WorkerRuntime>();
     for (const PoolRuntime& pool : runtime->pools)
-        generation->pools.push_back(std::make_unique<WorkerPool>(pool, context_.table()));
+        generation->pools.push_back(std::make_unique<PoolPicker>(pool, context_.table()));
     generation->runtime = std::move(runtime);
     return generation;
 }
 
 void Worker::start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd> listener_fds)
 {
-    context_.set_generation(make_generation(std::move(runtime)));
-    const auto& configs = context_.generation()->runtime->config.listeners;
+    context_.set_runtime(make_worker_runtime(std::move(runtime)));
+    const auto& configs = context_.runtime()->runtime->config.listeners;
     for (std::size_t i = 0; i < configs.size(); ++i)
         if (auto listener = make_listener(context_, std::move(listener_fds.at(i)), configs[i]))
             listeners_.push_back(std::move(listener));
@@ -68,9 +68,9 @@ void Worker::reload(std::shared_ptr<const Runtime> runtime, std::vector<Listener
 // that started under it runs.
 void Worker::adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerHandoff> handoffs)
 {
-    std::shared_ptr<WorkerGeneration> previous = context_.generation();
-    context_.set_generation(make_generation(std::move(runtime)));
-    const auto& configs = context_.generation()->runtime->config.listeners;
+    std::shared_ptr<WorkerRuntime> previous = context_.runtime();
+    context_.set_runtime(make_worker_runtime(std::move(runtime)));
+    const auto& configs = context_.runtime()->runtime->config.listeners;
     std::vector<std::unique_ptr<Listener>> next;
     for (std::size_t i = 0; i < configs.size() && i < handoffs.size(); ++i) {
         ListenerHandoff& handoff = handoffs[i];
@@ -108,7 +108,7 @@ std::vector<SessionInfo> Worker::describe_sessions() const
         info.client = s.client().to_string();
         info.backend = "-";
         if (auto id = s.backend())
-            if (const PoolRuntime* pool = s.generation().runtime->find_pool(s.listener().pool))
+            if (const PoolRuntime* pool = s.runtime().runtime->find_pool(s.listener().pool))
                 info.backend = pool->label(*id);
         info.age_seconds = now - s.started_at();
         SessionCounts counts = s.counts();

@@ -28,7 +28,7 @@
 namespace sluice {
 
 class EventLoop;
-struct WorkerGeneration;
+struct WorkerRuntime;
 
 // How a session ended (access log `end=`, debug lines).
 enum class EndCause : std::uint8_t {
@@ -55,8 +55,8 @@ struct SessionCounts {
 
 class Session {
 public:
-    Session(const ListenerConfig& listener, std::shared_ptr<WorkerGeneration> generation, double started_at)
-        : listener_(&listener), generation_(std::move(generation)), started_at_(started_at)
+    Session(const ListenerConfig& listener, std::shared_ptr<WorkerRuntime> generation, double started_at)
+        : listener_(&listener), worker_runtime_(std::move(generation)), started_at_(started_at)
     {
     }
     virtual ~Session();
@@ -74,7 +74,7 @@ public:
 
     Protocol protocol() const noexcept { return listener_->protocol; }
     const ListenerConfig& listener() const noexcept { return *listener_; }
-    const WorkerGeneration& generation() const noexcept { return *generation_; }
+    const WorkerRuntime& runtime() const noexcept { return *worker_runtime_; }
     // The backend it is connected (or connecting) to, if any.
     std::optional<BackendId> backend() const noexcept
     {
@@ -88,7 +88,7 @@ private:
     const ListenerConfig* listener_;
     // The generation the session started under stays alive while it runs, so
     // a reload never frees its listener config or pool under it.
-    std::shared_ptr<WorkerGeneration> generation_;
+    std::shared_ptr<WorkerRuntime> worker_runtime_;
     double started_at_;
     BackendId backend_ = 0;
     bool has_backend_ = false;

@@ -19,7 +19,7 @@
 
 #include "sluice/addr.h"
 #include "sluice/backend_table.h"
-#include "sluice/connector.h"
+#include "sluice/connect_attempts.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/relay.h"
@@ -32,8 +32,8 @@
 namespace sluice {
 
 class WorkerContext;
-struct WorkerGeneration;
-struct WorkerPool;
+struct WorkerRuntime;
+struct PoolPicker;
 
 class TcpSession final : public Session {
 public:
@@ -43,7 +43,7 @@ public:
     // registry, then call start().
     // `listener_stats`: this worker's line of the listener's counters (kept
     // alive by `generation`).
-    TcpSession(WorkerContext& worker, std::shared_ptr<WorkerGeneration> generation, WorkerPool& pool,
+    TcpSession(WorkerContext& worker, std::shared_ptr<WorkerRuntime> generation, PoolPicker& pool,
                const ListenerConfig& listener, ListenerStats& listener_stats, UniqueFd client,
                const SocketAddress& client_address);
     ~TcpSession() override;
@@ -83,8 +83,8 @@ private:
     void release_backend() noexcept;
 
     WorkerContext& worker_;
-    WorkerPool& pool_;
-    Connector connector_;
+    PoolPicker& pool_;
+    ConnectAttempts connector_;
     // This worker's line of the listener's counters, kept alive by the
     // session's generation; bytes are counted as they move.
     ListenerStats& listener_stats_;

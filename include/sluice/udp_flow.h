@@ -39,7 +39,7 @@ struct mmsghdr;
 
 namespace sluice {
 
-struct WorkerGeneration;
+struct WorkerRuntime;
 
 // Where a client's datagrams arrived, on a wildcard listener (0.0.0.0, [::]):
 // its replies leave from that address (IP_PKTINFO / IPV6_PKTINFO). Left to
@@ -155,7 +155,7 @@ class UdpListener;
 // through its listener's FlowTable.
 class UdpFlow final : public FlowLink, public Session {
 public:
-    UdpFlow(UdpListener& listener, std::shared_ptr<WorkerGeneration> generation, const PoolRuntime& pool,
+    UdpFlow(UdpListener& listener, std::shared_ptr<WorkerRuntime> generation, const PoolRuntime& pool,
             BackendId backend, UniqueFd socket);
     ~UdpFlow() override;  // releases the backend
 

@@ -89,7 +89,7 @@ public:
 private:
     void run();
     void adopt(std::shared_ptr<const Runtime> runtime, std::vector<ListenerHandoff> listeners);
-    std::shared_ptr<WorkerGeneration> make_generation(std::shared_ptr<const Runtime> runtime);
+    std::shared_ptr<WorkerRuntime> make_worker_runtime(std::shared_ptr<const Runtime> runtime);
 
     WorkerContext context_;
     // After context_: listeners are destroyed first, while the loop and the

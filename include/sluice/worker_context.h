@@ -13,7 +13,7 @@
 #include "sluice/fd.h"
 #include "sluice/pipe_pool.h"
 #include "sluice/session.h"
-#include "sluice/worker_generation.h"
+#include "sluice/worker_runtime.h"
 
 #include <atomic>
 #include <cstdint>
@@ -55,8 +55,8 @@ public:
     // EMFILE (see listener.cpp).
     UniqueFd& reserve_fd() noexcept { return reserve_fd_; }
     // The configuration generation new sessions start under.
-    const std::shared_ptr<WorkerGeneration>& generation() const noexcept { return generation_; }
-    void set_generation(std::shared_ptr<WorkerGeneration> generation) noexcept { generation_ = std::move(generation); }
+    const std::shared_ptr<WorkerRuntime>& runtime() const noexcept { return worker_runtime_; }
+    void set_runtime(std::shared_ptr<WorkerRuntime> generation) noexcept { worker_runtime_ = std::move(generation); }
     // This worker's sessions and bytes per backend (summed by the admin thread).
     BackendCounters& backend_counters() noexcept { return backend_counters_; }
     const BackendCounters& backend_counters() const noexcept { return backend_counters_; }
@@ -73,7 +73,7 @@ private:
     UniqueFd reserve_fd_;
     bool splice_;
     BackendCounters backend_counters_;
-    std::shared_ptr<WorkerGeneration> generation_;
+    std::shared_ptr<WorkerRuntime> worker_runtime_;
     SessionRegistry sessions_;  // after loop_: it ends its sessions before the loop goes
 };
 

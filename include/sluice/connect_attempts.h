@@ -1,11 +1,11 @@
-// Connector: which backend a new session tries next, and what a failed connect
+// ConnectAttempts: which backend a new session tries next, and what a failed connect
 // means for it.
 //
 // A connect that fails before any byte reached a backend (refused, unreachable,
 // timed out) is counted against that backend (passive health) and retried on
 // another one, up to the pool's `retries`. Once bytes flowed, never. A connect
 // that fails because this host ran out of descriptors, memory or ports is
-// never held against the backend. Loop thread only; one Connector per
+// never held against the backend. Loop thread only; one ConnectAttempts per
 // connecting session.
 #pragma once
 
@@ -20,10 +20,10 @@
 
 namespace sluice {
 
-class Connector {
+class ConnectAttempts {
 public:
     // `counters`: the worker's own, where a started session is counted.
-    Connector(const PoolRuntime& pool, PoolBalancer& balancer, BackendTable& table, BackendCounters& counters)
+    ConnectAttempts(const PoolRuntime& pool, PoolBalancer& balancer, BackendTable& table, BackendCounters& counters)
         : pool_(&pool), balancer_(&balancer), table_(&table), counters_(&counters)
     {
     }

@@ -1,11 +1,11 @@
-#include "sluice/connector.h"
+#include "sluice/connect_attempts.h"
 
 #include "sluice/log.h"
 #include "sluice/log_throttle.h"
 
 namespace sluice {
 
-std::optional<BackendId> Connector::next(const SocketAddress& client, std::int64_t now_ms)
+std::optional<BackendId> ConnectAttempts::next(const SocketAddress& client, std::int64_t now_ms)
 {
     PoolStats* stats = pool_->stats.get();
     if (attempts_failed() > pool_->config->retries) {
@@ -39,7 +39,7 @@ std::optional<BackendId> Connector::next(const SocketAddress& client, std::int64
     return id;
 }
 
-void Connector::failed(BackendId backend, SysError error, std::int64_t now_ms)
+void ConnectAttempts::failed(BackendId backend, SysError error, std::int64_t now_ms)
 {
     table_->release(backend);
     tried_.push_back(backend);
@@ -64,7 +64,7 @@ bool record_passive_failure(BackendTable& table, const PoolRuntime& pool, Backen
     return true;
 }
 
-void Connector::local_shortage(BackendId backend, SysError error, std::int64_t now_ms)
+void ConnectAttempts::local_shortage(BackendId backend, SysError error, std::int64_t now_ms)
 {
     table_->release(backend);
     if (PoolStats* stats = pool_->stats.get())

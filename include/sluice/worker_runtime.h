@@ -13,8 +13,8 @@
 namespace sluice {
 
 // This worker's view of one pool in one generation: its own balancer instance.
-struct WorkerPool {
-    WorkerPool(const PoolRuntime& runtime, const BackendTable& table)
+struct PoolPicker {
+    PoolPicker(const PoolRuntime& runtime, const BackendTable& table)
         : runtime(&runtime)
         , balancer(runtime.config->balance, runtime.primaries, runtime.backups, table)
     {
@@ -26,10 +26,10 @@ struct WorkerPool {
 // A generation as one worker uses it. Sessions keep the generation they
 // started under alive (shared_ptr), so a reload never pulls a pool from under
 // a connecting session.
-struct WorkerGeneration {
+struct WorkerRuntime {
     std::shared_ptr<const Runtime> runtime;
-    std::vector<std::unique_ptr<WorkerPool>> pools;  // parallel to runtime->pools
-    WorkerPool* find_pool(std::string_view name) noexcept;
+    std::vector<std::unique_ptr<PoolPicker>> pools;  // parallel to runtime->pools
+    PoolPicker* find_pool(std::string_view name) noexcept;
 };
 
 } // namespace sluice

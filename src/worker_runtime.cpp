@@ -1,8 +1,8 @@
-#include "sluice/worker_generation.h"
+#include "sluice/worker_runtime.h"
 
 namespace sluice {
 
-WorkerPool* WorkerGeneration::find_pool(std::string_view name) noexcept
+PoolPicker* WorkerRuntime::find_pool(std::string_view name) noexcept
 {
     for (auto& pool : pools)
         if (pool->runtime->config->name == name)
