@@ -187,6 +187,14 @@ FinBoard::FinBoard(std::size_t streams)
 {
 }
 
+void FinBoard::reset() noexcept
+{
+    for (std::size_t i = 0; i < streams_; ++i) {
+        client_[i] = false;
+        backend_[i] = false;
+    }
+}
+
 std::atomic<bool>* FinBoard::client(std::uint32_t id) noexcept { return id < streams_ ? &client_[id] : nullptr; }
 
 std::atomic<bool>* FinBoard::backend(std::uint32_t id) noexcept { return id < streams_ ? &backend_[id] : nullptr; }
@@ -358,10 +366,23 @@ StreamServer::StreamServer(std::chrono::milliseconds deadline, FinBoard& fins) :
             }
             set_receive_timeout(fd, 10s);  // for the header
             std::lock_guard lock(mutex_);
-            handlers_.emplace_back([this, fd] {
-                serve(fd);
-                ::close(fd);
-            });
+            // Join the handlers that are done, so a long soak does not pile
+            // up finished threads.
+            for (auto it = handlers_.begin(); it != handlers_.end();) {
+                if (it->done->load()) {
+                    it->thread.join();
+                    it = handlers_.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            auto done = std::make_shared<std::atomic<bool>>(false);
+            handlers_.push_back({std::thread([this, fd, done] {
+                                     serve(fd);
+                                     ::close(fd);
+                                     done->store(true);
+                                 }),
+                                 done});
         }
     });
 }
@@ -372,7 +393,7 @@ StreamServer::~StreamServer()
     acceptor_.join();
     ::close(listen_fd_);
     for (auto& handler : handlers_)
-        handler.join();
+        handler.thread.join();
 }
 
 std::string StreamServer::address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -396,10 +417,10 @@ void StreamServer::serve(int fd)
     results_[header.id] = std::move(result);
 }
 
-std::map<std::uint32_t, EndResult> StreamServer::results()
+std::map<std::uint32_t, EndResult> StreamServer::take_results()
 {
     std::lock_guard lock(mutex_);
-    return results_;
+    return std::exchange(results_, {});
 }
 
 std::size_t StreamServer::finished()
@@ -525,15 +546,21 @@ void ShortConnectionLoad::run(std::uint16_t port, int thread)
 
 // ---- sluice under a descriptor limit ---------------------------------------------
 
+namespace {
+constexpr const char* kPrlimit = "/usr/bin/prlimit";
+} // namespace
+
 LimitedSluice::LimitedSluice(const std::string& config_text, long fd_limit)
 {
     std::string text = config_text;
     for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;)
         text.replace(at, 5, dir_.path());
     std::string config_path = dir_.write("sluice.toml", text);
-    process_ = std::make_unique<Process>(
-        "/usr/bin/prlimit", std::vector<std::string>{fmt::format("--nofile={}:{}", fd_limit, fd_limit), "--",
-                                                     binary_from_env("SLUICE_BIN"), "-c", config_path});
+    INFO("prlimit(1) comes with util-linux");
+    REQUIRE(::access(kPrlimit, X_OK) == 0);
+    const std::vector<std::string> args{fmt::format("--nofile={}:{}", fd_limit, fd_limit), "--",
+                                        binary_from_env("SLUICE_BIN"), "-c", config_path};
+    process_ = std::make_unique<Process>(kPrlimit, args);
     auto started = process_->wait_for_line("sluice started", 10s);
     INFO(process_->output());
     REQUIRE(started);

@@ -90,6 +90,8 @@ struct StreamPlan {
 class FinBoard {
 public:
     explicit FinBoard(std::size_t streams);
+    // Lowers every flag, for the next round of streams.
+    void reset() noexcept;
     // nullptr for an id out of range.
     std::atomic<bool>* client(std::uint32_t id) noexcept;
     std::atomic<bool>* backend(std::uint32_t id) noexcept;
@@ -124,8 +126,9 @@ public:
     StreamServer& operator=(const StreamServer&) = delete;
     std::uint16_t port() const noexcept { return port_; }
     std::string address() const;
-    // Results by stream id, of the backend ends that have finished.
-    std::map<std::uint32_t, EndResult> results();
+    // Results by stream id of the backend ends that have finished, handed
+    // over (the next round starts with none).
+    std::map<std::uint32_t, EndResult> take_results();
     std::size_t finished();
 
 private:
@@ -137,7 +140,11 @@ private:
     std::uint16_t port_ = 0;
     std::mutex mutex_;
     std::map<std::uint32_t, EndResult> results_;
-    std::vector<std::thread> handlers_;  // guarded by mutex_
+    struct Handler {
+        std::thread thread;
+        std::shared_ptr<std::atomic<bool>> done;  // shared with the thread, which may outlive a vector slot move
+    };
+    std::vector<Handler> handlers_;  // guarded by mutex_
     std::thread acceptor_;
 };
 
