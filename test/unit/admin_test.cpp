@@ -106,6 +106,15 @@ TEST_CASE("json_quote escapes quotes, backslashes and control characters")
     CHECK(json_quote("a\"b\\c\nd\x01") == R"("a\"b\\c\nd\u0001")");
 }
 
+TEST_CASE("json_quote keeps valid UTF-8 and replaces bytes that are not, so a reply stays valid JSON")
+{
+    CHECK(json_quote("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") == "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+    CHECK(json_quote("\xff/x") == R"("\ufffd/x")");
+    CHECK(json_quote("a\xc3") == R"("a\ufffd")");             // cut short
+    CHECK(json_quote("\xc0\xaf") == R"("\ufffd\ufffd")");     // overlong '/'
+    CHECK(json_quote("\xed\xa0\x80") == R"("\ufffd\ufffd\ufffd")");  // a surrogate
+}
+
 TEST_CASE("show sessions lists a UDP flow beside a TCP session, with a protocol column")
 {
     std::vector<sluice::SessionInfo> sessions(2);
