@@ -5,8 +5,10 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +20,72 @@
 #include <unistd.h>
 
 namespace sluice::test {
+
+// ---- failures off the main thread ---------------------------------------------
+
+namespace {
+
+// Static initialisation runs on the main thread, before Catch2's main().
+const std::thread::id g_main_thread = std::this_thread::get_id();
+
+// Failures on threads that no ScriptedServer owns.
+FailureRecord g_helper_failures;
+// Where this thread's failures go: its ScriptedServer's record, or the global one.
+thread_local FailureRecord* t_failures = nullptr;
+
+// Fails the test on the main thread (throws, like REQUIRE); elsewhere records
+// the failure and returns, and the caller gives up on what it was doing.
+void fail(const std::string& message)
+{
+    if (on_main_thread())
+        FAIL(message);
+    record_helper_failure(message);
+}
+
+// Main thread: one failed CHECK per message. While unwinding from a failure an
+// assertion must not throw again, so the messages only go to stderr then.
+void check_recorded(std::vector<std::string> messages, const char* where)
+{
+    for (const auto& message : messages) {
+        if (std::uncaught_exceptions() > 0)
+            std::fprintf(stderr, "%s failed: %s\n", where, message.c_str());
+        else
+            FAIL_CHECK(where << " failed: " << message);
+    }
+}
+
+} // namespace
+
+bool on_main_thread() noexcept { return std::this_thread::get_id() == g_main_thread; }
+
+void record_helper_failure(const std::string& message)
+{
+    // Also at once on stderr: the test log shows it even if a hang follows.
+    std::fprintf(stderr, "helper thread failure: %s\n", message.c_str());
+    (t_failures ? *t_failures : g_helper_failures).add(message);
+}
+
+void check_helper_failures() { check_recorded(g_helper_failures.take(), "helper thread"); }
+
+void FailureRecord::add(std::string message)
+{
+    std::lock_guard lock(mutex_);
+    messages_.push_back(std::move(message));
+}
+
+std::vector<std::string> FailureRecord::snapshot()
+{
+    std::lock_guard lock(mutex_);
+    return messages_;
+}
+
+std::vector<std::string> FailureRecord::take()
+{
+    std::lock_guard lock(mutex_);
+    return std::exchange(messages_, {});
+}
+
+// ---- waiting --------------------------------------------------------------------
 
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout)
 {
@@ -324,13 +392,21 @@ void EchoBackend::stop()
 int bind_loopback(int type, std::uint16_t* port)
 {
     int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
+    if (fd < 0) {
+        fail(std::string("socket: ") + std::strerror(errno));
+        return -1;
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
     socklen_t len = sizeof(addr);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0
+        || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        std::string error = std::string("bind to 127.0.0.1:0: ") + std::strerror(errno);
+        ::close(fd);
+        fail(error);
+        return -1;
+    }
     *port = ntohs(addr.sin_port);
     return fd;
 }
@@ -357,20 +433,29 @@ ScriptedServer::ScriptedServer(std::function<void(int fd)> handler) : handler_(s
             set_receive_timeout(fd, 10s);
             std::lock_guard lock(mutex_);
             handlers_.emplace_back([this, fd] {
-                handler_(fd);
+                t_failures = &failures_;
+                try {
+                    handler_(fd);
+                } catch (const std::exception& e) {
+                    record_helper_failure(std::string("handler threw: ") + e.what());
+                } catch (...) {
+                    // Catch2's own failure exception is no std::exception.
+                    record_helper_failure("handler threw (a Catch2 assertion off the main thread?)");
+                }
                 ::close(fd);
             });
         }
     });
 }
 
-ScriptedServer::~ScriptedServer()
+ScriptedServer::~ScriptedServer() noexcept(false)
 {
     ::shutdown(listen_fd_, SHUT_RDWR);
     acceptor_.join();
     ::close(listen_fd_);
     for (auto& t : handlers_)
         t.join();
+    check_recorded(failures_.take(), "ScriptedServer handler");
 }
 
 std::string ScriptedServer::address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -489,12 +574,20 @@ int connect_tcp(std::uint16_t port, const std::string& ip, const std::string& so
 {
     bool v6 = ip.find(':') != std::string::npos;
     int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
+    if (fd < 0) {
+        fail(std::string("socket: ") + std::strerror(errno));
+        return -1;
+    }
     if (!source_ip.empty()) {
         sockaddr_in src{};
         src.sin_family = AF_INET;
         ::inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr);
-        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) == 0);
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+            std::string error = "bind to " + source_ip + ": " + std::strerror(errno);
+            ::close(fd);
+            fail(error);
+            return -1;
+        }
     }
     int rc;
     if (v6) {
@@ -510,8 +603,12 @@ int connect_tcp(std::uint16_t port, const std::string& ip, const std::string& so
         ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
         rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
     }
-    INFO("connect to " << ip << ":" << port << ": " << std::strerror(errno));
-    REQUIRE(rc == 0);
+    if (rc != 0) {
+        std::string error = "connect to " + ip + ":" + std::to_string(port) + ": " + std::strerror(errno);
+        ::close(fd);
+        fail(error);
+        return -1;
+    }
     set_receive_timeout(fd, 10s);
     return fd;
 }
@@ -531,8 +628,10 @@ void send_all(int fd, const void* data, std::size_t length)
         ssize_t n = ::send(fd, p, length, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
-        INFO("send: " << std::strerror(errno));
-        REQUIRE(n > 0);
+        if (n <= 0) {
+            fail(std::string("send: ") + (n < 0 ? std::strerror(errno) : "sent nothing"));
+            return;
+        }
         p += n;
         length -= static_cast<std::size_t>(n);
     }

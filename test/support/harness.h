@@ -119,14 +119,50 @@ private:
     std::uint16_t port_ = 0;
 };
 
+// Catch2 is not thread-safe: REQUIRE, CHECK and INFO may run only on the
+// test's main thread. The helpers below that can fail the test (send_all,
+// connect_tcp, bind_loopback) therefore behave in two ways. On the main thread
+// they fail the test at once, as their comments say. On any other thread (a
+// ScriptedServer handler, a test's sender thread) they record the failure
+// (record_helper_failure, also printed to stderr) and give up on the operation
+// instead, and the main thread asserts on the record: ScriptedServer does so
+// for its handlers when it is destroyed; a test with its own threads calls
+// check_helper_failures() after joining them (bytes a helper failed to send
+// also fail the test's own checks on what arrived).
+bool on_main_thread() noexcept;
+void record_helper_failure(const std::string& message);
+
+// Failure messages recorded off the main thread. Thread-safe.
+class FailureRecord {
+public:
+    void add(std::string message);
+    std::vector<std::string> snapshot();
+    std::vector<std::string> take();  // and forget them
+
+private:
+    std::mutex mutex_;
+    std::vector<std::string> messages_;
+};
+// Main thread only: fails the test (CHECK) once per failure recorded on
+// threads that no ScriptedServer owns, and forgets them.
+void check_helper_failures();
+
 // A scripted TCP server for corner cases: runs `handler` on a thread for each
-// accepted connection (blocking socket, 10 s receive timeout).
+// accepted connection (blocking socket, 10 s receive timeout). Handlers run off
+// the main thread, so they must not use Catch2 macros: they report through
+// atomics or mutex-protected state the test reads, and the harness helpers
+// they call record their failures (see above), as does an exception escaping
+// the handler. The destructor, on the main thread, joins every handler and
+// fails the test once per recorded failure.
 class ScriptedServer {
 public:
     explicit ScriptedServer(std::function<void(int fd)> handler);
-    ~ScriptedServer();
+    // May throw: it asserts on the handlers' failures (not while unwinding).
+    ~ScriptedServer() noexcept(false);
     std::uint16_t port() const noexcept { return port_; }
     std::string address() const;
+    // What the handlers recorded so far (failed sends, escaped exceptions).
+    std::vector<std::string> failures() { return failures_.snapshot(); }
 
 private:
     int listen_fd_ = -1;
@@ -134,7 +170,8 @@ private:
     std::function<void(int)> handler_;
     std::thread acceptor_;
     std::vector<std::thread> handlers_;
-    std::mutex mutex_;
+    std::mutex mutex_;  // guards handlers_ against the acceptor
+    FailureRecord failures_;
 };
 
 // A listening socket whose accept queue is full, so further SYNs are dropped
@@ -192,11 +229,13 @@ public:
 // closed): a connect to 127.0.0.1 on it is refused.
 std::uint16_t unused_port();
 // A socket of `type` (SOCK_STREAM, SOCK_DGRAM) bound to 127.0.0.1 on a port
-// the kernel picks, returned in `port`.
+// the kernel picks, returned in `port`. Fails the test on error; off the main
+// thread records the failure and returns -1.
 int bind_loopback(int type, std::uint16_t* port);
 
-// Blocking client helpers. All calls fail the test (Catch2 REQUIRE) on error
-// unless they report the error.
+// Blocking client helpers. All calls fail the test on error unless they report
+// the error; off the main thread they record the failure instead (see
+// record_helper_failure): connect_tcp returns -1, send_all stops sending.
 int connect_tcp(std::uint16_t port, const std::string& ip = "127.0.0.1", const std::string& source_ip = "");
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 void send_all(int fd, const void* data, std::size_t length);

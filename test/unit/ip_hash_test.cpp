@@ -14,6 +14,12 @@ using sluice::test::client;
 
 namespace {
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 std::vector<std::uint64_t> identities(std::size_t count)
 {
     std::vector<std::uint64_t> ids(count);
@@ -100,10 +106,19 @@ TEST_CASE("every pool of 3 to 100 equal backends gets shares within 10% of each 
     }
 }
 
-TEST_CASE("taking one backend out keeps on average at least 97% of the others' keys in place")
+TEST_CASE("taking any one backend out of 3 to 100 keeps at least 97% of the others' keys in place")
 {
-    // Averaged over every pool size from 3 to 100 and every backend removed;
-    // the next test checks every single case.
+    // Every pool size from 3 to 100 and every backend removed: 4,850 table
+    // rebuilds, about a second in the plain build. Under a sanitizer every
+    // table read is instrumented (ThreadSanitizer: ~40x slower), so there only
+    // the first, a middle and the last backend of each pool are removed: every
+    // pool size is still built and every code path runs under the sanitizer,
+    // while the plain build, which CI runs too, checks every removal.
+    const auto removals = [](std::size_t n) {
+        std::vector<std::size_t> out(n);
+        std::iota(out.begin(), out.end(), std::size_t{0});
+        return kSanitized ? std::vector<std::size_t>{0, n / 2, n - 1} : out;
+    };
     double sum = 0;
     int cases = 0;
     for (std::size_t n = 3; n <= 100; ++n) {
@@ -111,32 +126,20 @@ TEST_CASE("taking one backend out keeps on average at least 97% of the others' k
         std::vector<std::uint16_t> weights(n, 1);
         table.populate(weights);
         auto before = snapshot(table);
-        for (std::size_t removed = 0; removed < n; ++removed) {
+        for (std::size_t removed : removals(n)) {
             weights.assign(n, 1);
             weights[removed] = 0;
             table.populate(weights);
-            sum += fraction_kept(before, table, removed);
+            double kept = fraction_kept(before, table, removed);
+            INFO("backends: " << n << ", removed: " << removed << ", kept " << kept);
+            REQUIRE(kept >= 0.97);
+            sum += kept;
             ++cases;
         }
     }
+    CHECK(cases == (kSanitized ? 3 * 98 : 4850));
+    INFO("average kept " << sum / cases);
     CHECK(sum / cases >= 0.97);
-}
-
-TEST_CASE("taking any one backend out of 3 to 100 keeps at least 97% of the others' keys in place")
-{
-    for (std::size_t n = 3; n <= 100; ++n) {
-        MaglevTable table(identities(n));
-        std::vector<std::uint16_t> weights(n, 1);
-        table.populate(weights);
-        auto before = snapshot(table);
-        for (std::size_t removed = 0; removed < n; ++removed) {
-            weights.assign(n, 1);
-            weights[removed] = 0;
-            table.populate(weights);
-            INFO("backends: " << n << ", removed: " << removed);
-            REQUIRE(fraction_kept(before, table, removed) >= 0.97);
-        }
-    }
 }
 
 TEST_CASE("ip_hash moves only the down backend's clients and keeps 97% of the rest, over many clients")
