@@ -219,9 +219,12 @@ TEST_CASE("a backend killed under load costs no new connection and gets traffic 
     std::vector<NamedBackend> named;
     for (int i = 0; i < 3; ++i)
         named.push_back({fmt::format("b{}", i + 1), backends[static_cast<std::size_t>(i)]->address()});
+    // Passive marking off (max_fails = 0): until the probe's verdict (two
+    // failed probes 200 ms apart), every connect that picks the dead backend
+    // is refused and must be retried on another one.
     Sluice sluice(fault_config(named,
-                               "retries = 2\nmax_fails = 1\nfail_timeout = \"2s\"\n"
-                               "health = { interval = \"100ms\", timeout = \"200ms\", rise = 2, fall = 2 }",
+                               "retries = 2\nmax_fails = 0\n"
+                               "health = { interval = \"200ms\", timeout = \"200ms\", rise = 2, fall = 2 }",
                                "workers = 2"));
     AdminClient admin(admin_path(sluice));
     auto healthy = [&] { return count_of(admin.command("json show servers"), R"("health":"up")"); };
@@ -290,11 +293,18 @@ TEST_CASE("a backend killed under load costs no new connection and gets traffic 
     std::string counts;
     for (const char* name : {"b1", "b2", "b3"})
         counts += fmt::format(" {} {}", name, load.ok_by(name));
+    const std::string stat = admin.command("json show stat");
+    const double refused = number_after(stat, "failed_connects");
+    const double retried = number_after(stat, "retries");
     print_summary(fmt::format("kill/restart: {} cycle{}, {} connections ok ({}), {} failed new connections, "
+                              "{:.0f} connects refused by a dead backend and {:.0f} retried on another, "
                               "{} in-flight sessions cut by the kills, restarted backend served again within {:.1f} s",
-                              cycles, cycles == 1 ? "" : "s", load.ok(), counts.substr(1), lost, cut, worst_back_s));
+                              cycles, cycles == 1 ? "" : "s", load.ok(), counts.substr(1), lost, refused, retried,
+                              cut, worst_back_s));
     INFO(lost_detail);
     CHECK(lost == 0);
+    // The retry path was taken: connects did meet a dead backend.
+    CHECK(retried >= cycles);
     // Each thread has one connection at a time, so a kill cuts at most that many.
     CHECK(cut <= static_cast<std::size_t>(kThreads * cycles));
 }
