@@ -58,24 +58,12 @@ void EventLoop::on_wakeup(struct ev_loop*, ev_async* watcher, int)
 
 void EventLoop::on_yield_point(struct ev_loop*, ev_prepare* watcher, int)
 {
-    // Runs once per loop iteration, before the loop polls again. The kernels
-    // sluice meets are often built without involuntary preemption
-    // (PREEMPT_NONE) at 250 Hz: a thread that finds work every time it polls
-    // never sleeps, and is preempted only at a timer tick, every 4 ms. When the
-    // scheduler has put two busy workers on one CPU (unbound workers on a
-    // host shared with other busy threads), they then take turns in 4-8 ms
-    // stretches, and every session of the waiting one stalls that long.
-    // Reading this thread's CPU clock is a system call that makes the
-    // scheduler account our run time now (task_sched_runtime ->
-    // update_curr); if our slice is used up and another thread waits for this
-    // CPU, the return to user space switches to it at once. Stacked workers
-    // then alternate every slice (about 1.5 ms on 2 CPUs) instead of every
-    // tick or two: on the 2-vCPU test machine, unbound, the request/response
-    // p99 went from 4.3-4.8 ms in most rounds to 1.8-2.9 ms in every round
-    // (bench/README.md, "The 4 ms tail"). It costs one real system call per
-    // iteration (the thread CPU clock has no vDSO path), about 0.3 per request
-    // under load. HAProxy's poll loop reads the same clock for its own CPU
-    // accounting, and gets the same effect.
+    // Runs once per loop iteration, before the loop polls again: a preemption
+    // point. On kernels without involuntary preemption, two busy workers
+    // stacked on one CPU would take turns only at the timer tick (4-8 ms);
+    // reading this thread's CPU clock is a system call that lets the
+    // scheduler switch at the end of our slice instead. The measurements are
+    // in bench/README.md, "The 4 ms tail".
     // What it reads is kept for cpu_seconds().
     timespec cpu_time{};
     if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu_time) == 0)
