@@ -4,8 +4,8 @@
 // counts) are relaxed: nobody orders other memory against them. Fields that
 // gate a decision (health, admin state, weight, passive_down_until_ms) are
 // stored with release and loaded with acquire, and every real change to them
-// is followed by a generation bump (acq_rel), so a balancer that sees a new
-// generation also sees the change that caused it.
+// is followed by a version bump (acq_rel), so a balancer that sees a new
+// version also sees the change that caused it.
 //
 // Races we accept, on purpose (none of them can pick an excluded backend, lose
 // a session or corrupt a slot; they only make one decision slightly stale):
@@ -26,14 +26,14 @@
 //     marking the backend down can be delayed by one failure. Only the call whose
 //     increment reaches max_fails exactly returns true, so a backend is never
 //     marked down twice for one window.
-//  5. A worker reads generation() and then the slots; a change that lands
-//     between the two is seen in the slots and seen again as a new generation on
+//  5. A worker reads version() and then the slots; a change that lands
+//     between the two is seen in the slots and seen again as a new version on
 //     the next pick: a harmless extra check, never a missed change.
 //  6. allocate() resets a slot's fields one by one after winning it. Nobody but
 //     the control thread knows the id until allocate() returns, so nobody reads
 //     a half-reset slot.
 //  7. A worker's ip_hash (Maglev) table can be one change old: it is rebuilt on
-//     the pick after the worker sees the new generation. Every lookup re-checks
+//     the pick after the worker sees the new version. Every lookup re-checks
 //     usable() on the backend it lands on, so a stale table at worst sends a
 //     client to the next backend in table order, never to an unusable one.
 //  8. free() must only be called once no session holds the backend (the control
@@ -153,7 +153,7 @@ bool BackendTable::record_connect_failure(BackendId id, std::int64_t now_ms, int
     // HealthReason::PassiveFailures while passive_down_until_ms is ahead.
     s.passive_down_until_ms.store(now_ms + fail_timeout_ms, kRelease);
     s.window_failures.store(0, kRelease);
-    bump_generation();
+    bump_version();
     return true;
 }
 
@@ -163,7 +163,7 @@ void BackendTable::set_health(BackendId id, Health health, HealthReason reason) 
     // The reason first, so a reader that sees the new health sees why.
     s.health_reason.store(reason, kRelease);
     if (s.health.exchange(health, kAcqRel) != health)
-        bump_generation();
+        bump_version();
 }
 
 void BackendTable::clear_passive_down(BackendId id) noexcept
@@ -171,19 +171,19 @@ void BackendTable::clear_passive_down(BackendId id) noexcept
     BackendSlot& s = slots_[id];
     s.window_failures.store(0, kRelease);
     if (s.passive_down_until_ms.exchange(0, kAcqRel) != 0)
-        bump_generation();
+        bump_version();
 }
 
 void BackendTable::set_admin(BackendId id, AdminState state) noexcept
 {
     if (slots_[id].admin.exchange(state, kAcqRel) != state)
-        bump_generation();
+        bump_version();
 }
 
 void BackendTable::set_weight(BackendId id, std::uint16_t weight) noexcept
 {
     if (slots_[id].weight.exchange(weight, kAcqRel) != weight)
-        bump_generation();
+        bump_version();
 }
 
 std::optional<BackendId> BackendTable::allocate(std::uint16_t weight) noexcept
@@ -203,8 +203,8 @@ std::optional<BackendId> BackendTable::allocate(std::uint16_t weight) noexcept
         s.window_failures.store(0, kRelaxed);
         s.window_start_ms.store(0, kRelaxed);
         s.passive_down_until_ms.store(0, kRelaxed);
-        // Publishes the reset fields to anyone who sees the new generation.
-        bump_generation();
+        // Publishes the reset fields to anyone who sees the new version.
+        bump_version();
         return id;
     }
     return std::nullopt;
@@ -216,7 +216,7 @@ void BackendTable::free(BackendId id) noexcept
     // A balancer that still holds the id (an old pool) must stop picking it.
     s.admin.store(AdminState::Maint, kRelease);
     s.in_use.store(false, kRelease);
-    bump_generation();
+    bump_version();
 }
 
 std::int64_t monotonic_ms() noexcept

@@ -99,16 +99,16 @@ public:
 
     // Changes whenever health, admin state or weight of any backend changes, so
     // a balancer with derived state (Maglev's lookup table) knows to rebuild.
-    std::uint64_t generation() const noexcept { return generation_.load(std::memory_order_acquire); }
+    std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
 
     const BackendSlot& slot(BackendId id) const noexcept { return slots_[id]; }
     BackendSlot& slot(BackendId id) noexcept { return slots_[id]; }
 
 private:
-    void bump_generation() noexcept { generation_.fetch_add(1, std::memory_order_acq_rel); }
+    void bump_version() noexcept { version_.fetch_add(1, std::memory_order_acq_rel); }
 
     std::array<BackendSlot, kCapacity> slots_{};
-    alignas(64) std::atomic<std::uint64_t> generation_{1};
+    alignas(64) std::atomic<std::uint64_t> version_{1};
 };
 
 // One worker's counts per backend: sessions started, bytes each way. Kept out

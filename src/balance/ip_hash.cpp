@@ -2,9 +2,9 @@
 // (maglev.h; Eisenbud et al., NSDI 2016, §3.4).
 //
 // The lookup table holds only backends usable when it was built, weighted. Each
-// worker's instance rebuilds it when the table's generation moved and the set of
+// worker's instance rebuilds it when the table's version moved and the set of
 // usable backends or their weights really changed, or when a passive mark-down
-// it knows of has expired (expiry is a clock event, not a generation bump). So
+// it knows of has expired (expiry is a clock event, not a version bump). So
 // when a backend goes down only its clients move, and when it returns they move
 // back: both tables are what a fresh build over that set would give.
 //
@@ -100,12 +100,12 @@ private:
     // Cheap on the common path: one acquire load and one compare.
     void refresh_if_changed(std::int64_t now_ms) noexcept
     {
-        std::uint64_t generation = table_.generation();
-        if (generation == built_generation_ && now_ms < next_expiry_ms_) [[likely]]
+        std::uint64_t version = table_.version();
+        if (version == built_version_ && now_ms < next_expiry_ms_) [[likely]]
             return;
-        // Read the generation before the slots (done above): a change landing
-        // in between is seen now and seen again as a new generation next time.
-        built_generation_ = generation;
+        // Read the version before the slots (done above): a change landing
+        // in between is seen now and seen again as a new version next time.
+        built_version_ = version;
         next_expiry_ms_ = std::numeric_limits<std::int64_t>::max();
         std::size_t usable = 0;
         for (std::size_t i = 0; i < members_.size(); ++i) {
@@ -128,12 +128,12 @@ private:
     const BackendTable& table_;
     MaglevTable maglev_;
     // Per member: the weight the table was built with (0 = not in the table),
-    // and the same read afresh when the generation moves; compared to decide
+    // and the same read afresh when the version moves; compared to decide
     // whether a rebuild is needed. Swapped, never reallocated.
     std::vector<std::uint16_t> built_weights_;
     std::vector<std::uint16_t> scan_weights_;
     std::size_t members_in_table_ = 0;
-    std::uint64_t built_generation_ = 0;
+    std::uint64_t built_version_ = 0;
     std::int64_t next_expiry_ms_ = 0;  // earliest passive mark-down to expire
     bool first_build_ = true;
     // Fallback scratch: which members a walk has rejected, and their list to

@@ -258,23 +258,23 @@ TEST_CASE("clear_passive_down makes a passively down backend usable at once")
     auto table = fresh_table();
     BackendId id = *table->allocate(1);
     REQUIRE(table->record_connect_failure(id, kNow, 1, 60'000));
-    std::uint64_t before = table->generation();
+    std::uint64_t before = table->version();
     table->clear_passive_down(id);
     CHECK(table->usable(id, kNow));
-    CHECK(table->generation() != before);
+    CHECK(table->version() != before);
     // Clearing what is not set changes nothing.
-    before = table->generation();
+    before = table->version();
     table->clear_passive_down(id);
-    CHECK(table->generation() == before);
+    CHECK(table->version() == before);
 }
 
-TEST_CASE("generation moves on every real change of health, admin state, weight or passive mark")
+TEST_CASE("the table version moves on every real change of health, admin state, weight or passive mark")
 {
     auto table = fresh_table();
     BackendId id = *table->allocate(1);
-    std::uint64_t g = table->generation();
+    std::uint64_t g = table->version();
     auto moved = [&] {
-        std::uint64_t now = table->generation();
+        std::uint64_t now = table->version();
         bool changed = now != g;
         g = now;
         return changed;
