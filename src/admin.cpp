@@ -83,8 +83,9 @@ std::string times(std::uint64_t n) { return n == 1 ? "1 time" : fmt::format("{} 
 
 } // namespace
 
-AdminServer::AdminServer(BackendTable& table, const ProcessStats& process, ReloadRequest reload)
-    : table_(table), process_(process), reload_(std::move(reload)),
+AdminServer::AdminServer(BackendTable& table, const ProcessStats& process, const HealthReports* reports,
+                         ReloadRequest reload)
+    : table_(table), process_(process), reports_(reports), reload_(std::move(reload)),
       idle_timeout_(timeout_from_env("SLUICE_TEST_ADMIN_IDLE_TIMEOUT", kIdleTimeout)),
       header_timeout_(timeout_from_env("SLUICE_TEST_HTTP_HEADER_TIMEOUT", kHeaderTimeout))
 {
@@ -463,7 +464,7 @@ StatsSnapshot AdminServer::snapshot() const
     std::vector<const BackendCounters*> counters;
     for (const Worker* worker : workers_)
         counters.push_back(&worker->backend_counters());
-    StatsSnapshot snap = take_snapshot(*runtime_, table_, process_, monotonic_ms(), counters);
+    StatsSnapshot snap = take_snapshot(*runtime_, table_, process_, monotonic_ms(), counters, reports_);
     for (const Worker* worker : workers_)
         snap.workers.push_back({worker->index(), worker->cpu_seconds(), worker->session_count()});
     return snap;
@@ -521,6 +522,29 @@ void AdminServer::execute(Connection& c, const AdminCommand& command)
         }
         return;
     }
+    case AdminCommand::Kind::ShutdownSessions: {
+        std::optional<BackendId> id;
+        std::string label;
+        std::string error = find_backend(command, id, label);
+        if (!error.empty()) {
+            reply(c, command.json ? fmt::format("{{\"ok\":false,\"message\":{}}}", json_quote(error)) : error);
+            return;
+        }
+        c.busy = true;
+        const std::uint64_t conn = c.id;
+        const bool json = command.json;
+        end_sessions_on_workers(workers_, {*id}, EndCause::AdminShutdown, loop_,
+                                [this, conn, json, label](std::size_t ended) {
+                                    log::info("{}: {} session{} closed (admin socket)", label, ended,
+                                              ended == 1 ? "" : "s");
+                                    std::string text = fmt::format("{}: {} session{} closed", label, ended,
+                                                                   ended == 1 ? "" : "s");
+                                    reply_to(conn, json ? fmt::format("{{\"ok\":true,\"closed\":{},\"message\":{}}}",
+                                                                      ended, json_quote(text))
+                                                        : text);
+                                });
+        return;
+    }
     case AdminCommand::Kind::Reload: {
         c.busy = true;
         const std::uint64_t id = c.id;
@@ -550,7 +574,8 @@ void AdminServer::execute(Connection& c, const AdminCommand& command)
     }
 }
 
-std::string AdminServer::set_server(const AdminCommand& command)
+std::string AdminServer::find_backend(const AdminCommand& command, std::optional<BackendId>& id,
+                                      std::string& label) const
 {
     const PoolRuntime* pool = runtime_->find_pool(command.pool);
     if (!pool)
@@ -560,22 +585,32 @@ std::string AdminServer::set_server(const AdminCommand& command)
         const BackendConfig& backend = pool->config->backends[i];
         if (backend.name != command.backend && !(as_address && backend.address == *as_address))
             continue;
-        BackendId id = pool->backend_ids[i];
-        std::string label = pool->label(id);
-        if (command.kind == AdminCommand::Kind::SetState) {
-            AdminState before = table_.slot(id).admin.load(std::memory_order_acquire);
-            table_.set_admin(id, command.state);
-            if (before != command.state)
-                log::info("{} admin state {} -> {} (admin socket)", label, to_string(before), to_string(command.state));
-            return fmt::format("{} state {}", label, to_string(command.state));
-        }
-        std::uint16_t before = table_.weight(id);
-        table_.set_weight(id, static_cast<std::uint16_t>(command.weight));
-        if (before != command.weight)
-            log::info("{} weight {} -> {} (admin socket)", label, before, command.weight);
-        return fmt::format("{} weight {}", label, command.weight);
+        id = pool->backend_ids[i];
+        label = pool->label(*id);
+        return {};
     }
     return fmt::format(R"(error: pool "{}" has no backend "{}")", command.pool, command.backend);
+}
+
+std::string AdminServer::set_server(const AdminCommand& command)
+{
+    std::optional<BackendId> found;
+    std::string label;
+    if (std::string error = find_backend(command, found, label); !error.empty())
+        return error;
+    const BackendId id = *found;
+    if (command.kind == AdminCommand::Kind::SetState) {
+        AdminState before = table_.slot(id).admin.load(std::memory_order_acquire);
+        table_.set_admin(id, command.state);
+        if (before != command.state)
+            log::info("{} admin state {} -> {} (admin socket)", label, to_string(before), to_string(command.state));
+        return fmt::format("{} state {}", label, to_string(command.state));
+    }
+    std::uint16_t before = table_.weight(id);
+    table_.set_weight(id, static_cast<std::uint16_t>(command.weight));
+    if (before != command.weight)
+        log::info("{} weight {} -> {} (admin socket)", label, before, command.weight);
+    return fmt::format("{} weight {}", label, command.weight);
 }
 
 void AdminServer::reply(Connection& c, std::string body)

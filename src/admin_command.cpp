@@ -36,6 +36,17 @@ std::string join(const std::vector<std::string_view>& words)
 
 AdminParseResult fail(std::string message) { return {std::nullopt, std::move(message)}; }
 
+// Splits "POOL/BACKEND" into the command; false when it is not of that shape.
+bool read_target(std::string_view target, AdminCommand& command)
+{
+    const auto slash = target.find('/');
+    if (slash == std::string_view::npos || slash == 0 || slash + 1 == target.size())
+        return false;
+    command.pool = std::string(target.substr(0, slash));
+    command.backend = std::string(target.substr(slash + 1));
+    return true;
+}
+
 constexpr std::string_view kSetUsage = "usage: set server POOL/BACKEND state ready|drain|maint, or set server "
                                        "POOL/BACKEND weight N";
 
@@ -85,12 +96,8 @@ AdminParseResult parse_admin_command(std::string_view line)
             return words.size() < 2 ? fail(std::string(kSetUsage)) : unknown();
         if (words.size() != 5)
             return fail(std::string(kSetUsage));
-        const std::string_view target = words[2];
-        const auto slash = target.find('/');
-        if (slash == std::string_view::npos || slash == 0 || slash + 1 == target.size())
-            return fail(fmt::format(R"(expected POOL/BACKEND, got "{}")", target));
-        command.pool = std::string(target.substr(0, slash));
-        command.backend = std::string(target.substr(slash + 1));
+        if (!read_target(words[2], command))
+            return fail(fmt::format(R"(expected POOL/BACKEND, got "{}")", words[2]));
         const std::string_view field = words[3];
         const std::string_view value = words[4];
         if (field == "state") {
@@ -112,6 +119,17 @@ AdminParseResult parse_admin_command(std::string_view line)
         }
         return fail(fmt::format(R"(unknown field "{}", expected state or weight)", field));
     }
+    if (verb == "shutdown") {
+        constexpr std::string_view usage = "usage: shutdown sessions POOL/BACKEND";
+        if (words.size() < 2 || words[1] != "sessions")
+            return words.size() < 2 ? fail(std::string(usage)) : unknown();
+        if (words.size() != 3)
+            return fail(std::string(usage));
+        if (!read_target(words[2], command))
+            return fail(fmt::format(R"(expected POOL/BACKEND, got "{}")", words[2]));
+        command.kind = AdminCommand::Kind::ShutdownSessions;
+        return {command, {}};
+    }
     return unknown();
 }
 
@@ -125,6 +143,7 @@ std::string admin_help_text()
            "  set server POOL/BACKEND state ready|drain|maint\n"
            "                                              drain: no new sessions; maint: also pause checks\n"
            "  set server POOL/BACKEND weight N            N from 0 to 256; 0 takes no new sessions\n"
+           "  shutdown sessions POOL/BACKEND              close the backend's open sessions now, both sides\n"
            "  reload                                      re-read the configuration file\n"
            "prefix a command with \"json\" for one line of JSON";
 }

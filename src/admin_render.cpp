@@ -47,19 +47,33 @@ std::string render_servers(const StatsSnapshot& s, bool json)
             const BackendSnapshot& b = s.backends[i];
             out += fmt::format("{}{{\"pool\":{},\"backend\":{},\"address\":{},\"backup\":{},\"state\":\"{}\","
                                "\"health\":\"{}\",\"why\":{},\"active\":{},\"total\":{},\"failures\":{},"
-                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{}}}",
+                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{},\"check\":{},\"check_passed\":{},"
+                               "\"verdict\":{},\"role\":{},\"check_seconds\":{}}}",
                                i ? "," : "", json_quote(b.pool), json_quote(b.name), json_quote(b.address),
                                b.backup, to_string(b.admin), b.up() ? "up" : "down", json_quote(b.why), b.active,
-                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out);
+                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out,
+                               b.check.empty() ? "null" : json_quote(b.check),
+                               b.checked ? (b.check_passed ? "true" : "false") : "null",
+                               b.checked ? json_quote(b.verdict) : "null", b.checked ? json_quote(b.role) : "null",
+                               b.checked ? fmt::format("{:.6f}", b.check_seconds) : "null");
         }
         return out + "]}";
     }
-    std::vector<std::vector<std::string>> rows{
-        {"pool", "backend", "address", "state", "health", "why", "active", "total", "failures", "weight"}};
-    for (const BackendSnapshot& b : s.backends)
+    // The check columns come last, so scripts reading the first ten keep
+    // working; the verdict, free text, is the very last.
+    std::vector<std::vector<std::string>> rows{{"pool", "backend", "address", "state", "health", "why", "active",
+                                                "total", "failures", "weight", "check", "took", "last_check"}};
+    for (const BackendSnapshot& b : s.backends) {
+        std::string check = b.check.empty() ? "-" : b.check;
+        std::string last = !b.checked ? (b.check.empty() ? "-" : "(not yet)")
+                                      : fmt::format("{}: {}", b.check_passed ? "pass" : "fail",
+                                                    b.verdict.empty() ? "-" : b.verdict);
+        std::string took = b.checked ? fmt::format("{:.0f}ms", b.check_seconds * 1000) : "-";
         rows.push_back({b.pool, b.name + (b.backup ? " (backup)" : ""), b.address, std::string(to_string(b.admin)),
                         b.up() ? "up" : "down", std::string(b.why), std::to_string(b.active), std::to_string(b.total),
-                        std::to_string(b.connect_failures), std::to_string(b.weight)});
+                        std::to_string(b.connect_failures), std::to_string(b.weight), std::move(check),
+                        std::move(took), std::move(last)});
+    }
     return render_table(rows);
 }
 

@@ -186,15 +186,15 @@ void BackendTable::set_weight(BackendId id, std::uint16_t weight) noexcept
         bump_version();
 }
 
-std::optional<BackendId> BackendTable::allocate(std::uint16_t weight) noexcept
+std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health health, HealthReason reason) noexcept
 {
     for (BackendId id = 0; id < kCapacity; ++id) {
         BackendSlot& s = slots_[id];
         bool expected = false;
         if (!s.in_use.compare_exchange_strong(expected, true, kAcqRel, kRelaxed))
             continue;
-        s.health_reason.store(HealthReason::None, kRelaxed);
-        s.health.store(Health::Up, kRelaxed);
+        s.health_reason.store(reason, kRelaxed);
+        s.health.store(health, kRelaxed);
         s.admin.store(AdminState::Ready, kRelaxed);
         s.weight.store(weight, kRelaxed);
         s.active.store(0, kRelaxed);
@@ -245,6 +245,12 @@ std::string_view to_string(HealthReason reason) noexcept
     case HealthReason::Reset: return "reset";
     case HealthReason::PassiveFailures: return "passive failures";
     case HealthReason::Other: return "other";
+    case HealthReason::WrongRole: return "wrong role";
+    case HealthReason::AuthFailed: return "authentication failed";
+    case HealthReason::BadReply: return "unexpected reply";
+    case HealthReason::HttpStatus: return "http status";
+    case HealthReason::Lagging: return "replication lag";
+    case HealthReason::Unconfirmed: return "role not yet confirmed";
     }
     return "unknown";
 }

@@ -55,10 +55,11 @@ constexpr std::array<std::string_view, 7> kGlobalKeys{
 constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
 constexpr std::array<std::string_view, 7> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log"};
-constexpr std::array<std::string_view, 7> kPoolKeys{
-    "balance", "connect_timeout", "retries", "max_fails", "fail_timeout", "health", "backends"};
-constexpr std::array<std::string_view, 7> kHealthKeys{
-    "interval", "timeout", "rise", "fall", "protocol", "send", "expect"};
+constexpr std::array<std::string_view, 9> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
+                                                    "fail_timeout", "health", "on_down", "on_up", "backends"};
+constexpr std::array<std::string_view, 17> kHealthKeys{
+    "protocol", "interval", "timeout", "rise", "fall", "port", "send", "expect", "path", "expect_status", "host",
+    "role", "user", "password_file", "database", "sslmode", "max_lag"};
 constexpr std::array<std::string_view, 4> kBackendKeys{"address", "weight", "name", "backup"};
 
 template <typename E>
@@ -77,9 +78,60 @@ constexpr std::array<Choice<BalanceAlgorithm>, 4> kBalanceAlgorithms{{
     {"ip_hash", BalanceAlgorithm::IpHash},
     {"random", BalanceAlgorithm::Random},
 }};
-constexpr std::array<Choice<HealthCheckConfig::Kind>, 2> kHealthKinds{{
+constexpr std::array<Choice<HealthCheckConfig::Kind>, 6> kHealthKinds{{
     {"tcp", HealthCheckConfig::Kind::TcpConnect},
     {"udp", HealthCheckConfig::Kind::Udp},
+    {"http", HealthCheckConfig::Kind::Http},
+    {"redis", HealthCheckConfig::Kind::Redis},
+    {"postgres", HealthCheckConfig::Kind::Postgres},
+    {"mysql", HealthCheckConfig::Kind::Mysql},
+}};
+constexpr std::array<Choice<HealthCheckConfig::Role>, 3> kRoles{{
+    {"primary", HealthCheckConfig::Role::Primary},
+    {"replica", HealthCheckConfig::Role::Replica},
+    {"any", HealthCheckConfig::Role::Any},
+}};
+constexpr std::array<Choice<PoolConfig::OnDown>, 2> kOnDown{{
+    {"keep", PoolConfig::OnDown::Keep},
+    {"close", PoolConfig::OnDown::Close},
+}};
+constexpr std::array<Choice<PoolConfig::OnUp>, 2> kOnUp{{
+    {"keep", PoolConfig::OnUp::Keep},
+    {"close_backup", PoolConfig::OnUp::CloseBackup},
+}};
+// libpq's sslmode values.
+constexpr std::array<Choice<std::string_view>, 6> kSslModes{{
+    {"disable", "disable"},
+    {"allow", "allow"},
+    {"prefer", "prefer"},
+    {"require", "require"},
+    {"verify-ca", "verify-ca"},
+    {"verify-full", "verify-full"},
+}};
+
+// Which check kinds take a key of the health table (keys not listed here,
+// interval/timeout/rise/fall/protocol/port, apply to every kind).
+using KindMask = unsigned;
+constexpr KindMask kind_bit(HealthCheckConfig::Kind kind) { return 1u << static_cast<unsigned>(kind); }
+constexpr KindMask kDatabaseKinds = kind_bit(HealthCheckConfig::Kind::Redis)
+    | kind_bit(HealthCheckConfig::Kind::Postgres) | kind_bit(HealthCheckConfig::Kind::Mysql);
+struct KindSpecificKey {
+    std::string_view key;
+    KindMask kinds;
+};
+constexpr std::array<KindSpecificKey, 11> kKindSpecificKeys{{
+    {"send", kind_bit(HealthCheckConfig::Kind::TcpConnect) | kind_bit(HealthCheckConfig::Kind::Udp)},
+    {"expect", kind_bit(HealthCheckConfig::Kind::TcpConnect) | kind_bit(HealthCheckConfig::Kind::Udp)
+                   | kind_bit(HealthCheckConfig::Kind::Http)},
+    {"path", kind_bit(HealthCheckConfig::Kind::Http)},
+    {"expect_status", kind_bit(HealthCheckConfig::Kind::Http)},
+    {"host", kind_bit(HealthCheckConfig::Kind::Http)},
+    {"role", kDatabaseKinds},
+    {"user", kDatabaseKinds},
+    {"password_file", kDatabaseKinds},
+    {"database", kind_bit(HealthCheckConfig::Kind::Postgres)},
+    {"sslmode", kind_bit(HealthCheckConfig::Kind::Postgres)},
+    {"max_lag", kDatabaseKinds},
 }};
 
 template <typename E, std::size_t N>
@@ -674,6 +726,8 @@ private:
         in.duration("fail_timeout", DurationRule::Positive, pool.fail_timeout);
         if (const toml::table* health = table_at(table, "health", kHealthExpected))
             pool.health = read_health(name, *health);
+        in.choice("on_down", kOnDown, pool.on_down);
+        in.choice("on_up", kOnUp, pool.on_up);
         if (in.require("backends", R"(backends = [{ address = "10.0.0.1:5432" }])"))
             pool.backends = read_backends(name, *in.node("backends"));
         return pool;
@@ -681,6 +735,7 @@ private:
 
     HealthCheckConfig read_health(const std::string& pool, const toml::table& table) const
     {
+        using Kind = HealthCheckConfig::Kind;
         HealthCheckConfig health;
         TableReader in(diag_, table, fmt::format("[pools.{}.health]", pool));
         in.reject_unknown_keys(kHealthKeys);
@@ -688,27 +743,147 @@ private:
         in.duration("timeout", DurationRule::Positive, health.timeout);
         in.integer("rise", IntRange{1, 100}, health.rise);
         in.integer("fall", IntRange{1, 100}, health.fall);
-        bool kind_valid = !in.has("protocol") || in.choice("protocol", kHealthKinds, health.kind);
-        if (kind_valid && health.kind == HealthCheckConfig::Kind::TcpConnect) {
-            reject_udp_probe_keys(in);
+        in.integer("port", IntRange{1, 65535}, health.port);
+        if (in.has("protocol") && !in.choice("protocol", kHealthKinds, health.kind))
+            return health;  // the other keys' meaning depends on the kind
+        if (!reject_keys_of_other_kinds(in, health.kind))
             return health;
-        }
         in.string("send", health.send);
         in.string("expect", health.expect);
-        if (kind_valid)
-            require_udp_payload(in, health);
+        switch (health.kind) {
+        case Kind::TcpConnect:
+            if (!health.send.empty() && health.expect.empty())
+                in.require("expect", R"(expect = "+PONG" (the prefix the reply to send must start with))");
+            break;
+        case Kind::Udp: require_udp_payload(in, health); break;
+        case Kind::Http: read_http_check(in, health); break;
+        case Kind::Redis:
+        case Kind::Postgres:
+        case Kind::Mysql: read_database_check(in, health); break;
+        }
         return health;
     }
 
-    // send/expect describe a UDP probe's datagrams; a TCP probe only connects.
-    void reject_udp_probe_keys(const TableReader& in) const
+    // Each kind takes the common keys and its own; another kind's key is a
+    // mistake worth naming (role on a tcp check would silently check nothing).
+    bool reject_keys_of_other_kinds(const TableReader& in, HealthCheckConfig::Kind kind) const
     {
-        for (std::string_view key : {"send", "expect"}) {
-            if (const toml::node* value = in.node(key))
-                diag_.report(value->source().begin,
-                             fmt::format(R"({} is set on a tcp health check, expected it only with protocol = "udp")",
+        bool ok = true;
+        for (const KindSpecificKey& spec : kKindSpecificKeys) {
+            const toml::node* value = in.node(spec.key);
+            if (!value || (spec.kinds & kind_bit(kind)))
+                continue;
+            std::vector<std::string> takers;
+            for (const auto& choice : kHealthKinds)
+                if (spec.kinds & kind_bit(choice.value))
+                    takers.push_back(fmt::format(R"("{}")", choice.name));
+            diag_.report(value->source().begin,
+                         fmt::format("{} is set on {} {} health check, expected it only with protocol = {}", spec.key,
+                                     kind == HealthCheckConfig::Kind::Http ? "an" : "a", name_of(kHealthKinds, kind),
+                                     fmt::join(takers, " or ")));
+            ok = false;
+        }
+        return ok;
+    }
+
+    void read_http_check(const TableReader& in, HealthCheckConfig& health) const
+    {
+        if (in.string("path", health.path) && !health.path.starts_with('/'))
+            diag_.report(in.node("path")->source().begin,
+                         fmt::format(R"(path "{}" does not start with "/", expected e.g. "/health")", health.path));
+        in.integer("expect_status", IntRange{100, 599}, health.expect_status);
+        in.string("host", health.host);
+        for (std::string_view key : {"path", "host"}) {
+            const std::string& text = key == "path" ? health.path : health.host;
+            if (std::any_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\r' || c == '\n'; }))
+                diag_.report(in.node(key)->source().begin,
+                             fmt::format("{} contains a space or a line break, expected one word of an HTTP request "
+                                         "line or header",
                                          key));
         }
+    }
+
+    void read_database_check(const TableReader& in, HealthCheckConfig& health) const
+    {
+        using Kind = HealthCheckConfig::Kind;
+        in.choice("role", kRoles, health.role);
+        in.string("user", health.user);
+        if (health.kind != Kind::Redis && health.user.empty()) {
+            if (const toml::node* user = in.node("user"))
+                diag_.report(user->source().begin, "user is empty, expected the login the check uses");
+            else
+                in.require("user", R"(user = "monitor" (the login the check uses))");
+        }
+        if (health.kind == Kind::Postgres) {
+            health.database = "postgres";
+            in.string("database", health.database);
+            std::string_view mode;
+            if (in.choice("sslmode", kSslModes, mode))
+                health.sslmode = mode;
+        }
+        if (in.duration("max_lag", DurationRule::AllowZero, health.max_lag)
+            && health.role == HealthCheckConfig::Role::Primary && health.max_lag.count() > 0)
+            diag_.report(in.node("max_lag")->source().begin,
+                         R"(max_lag is set with role = "primary", expected it only with role = "replica" or "any" )"
+                         "(it limits a replica's replication lag)");
+        if (in.string("password_file", health.password_file))
+            read_password_file(*in.node("password_file"), health);
+    }
+
+    // The password is read with the config, so --check reports a missing or
+    // unreadable file and a reload picks up a changed one. One trailing line
+    // break is not part of it (echo secret > file).
+    void read_password_file(const toml::node& node, HealthCheckConfig& health) const
+    {
+        const std::string& path = health.password_file;
+        if (path.empty()) {
+            diag_.report(node.source().begin, "password_file is empty, expected the path of a file holding the "
+                                              "password (or no password_file for none)");
+            return;
+        }
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) {
+            diag_.report(node.source().begin, fmt::format(R"(password_file "{}" cannot be opened: {})", path,
+                                                          std::generic_category().message(errno)));
+            return;
+        }
+        std::string text;
+        char buffer[4096];
+        for (;;) {
+            ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                diag_.report(node.source().begin, fmt::format(R"(password_file "{}" cannot be read: {})", path,
+                                                              std::generic_category().message(errno)));
+                return;
+            }
+            if (n == 0)
+                break;
+            text.append(buffer, static_cast<std::size_t>(n));
+            if (text.size() > 64 * 1024) {
+                diag_.report(node.source().begin,
+                             fmt::format(R"(password_file "{}" is larger than 64 KiB, expected a file holding one )"
+                                         "password",
+                                         path));
+                return;
+            }
+        }
+        if (text.ends_with('\n'))
+            text.pop_back();
+        if (text.ends_with('\r'))
+            text.pop_back();
+        if (text.empty()) {
+            diag_.report(node.source().begin,
+                         fmt::format(R"(password_file "{}" is empty, expected a file holding the password)", path));
+            return;
+        }
+        if (text.find_first_of("\r\n") != std::string::npos || text.find('\0') != std::string::npos) {
+            diag_.report(node.source().begin,
+                         fmt::format(R"(password_file "{}" holds more than one line, expected one password)", path));
+            return;
+        }
+        health.password = std::move(text);
     }
 
     // A UDP service answers only what it is asked, so a UDP probe needs a
@@ -946,6 +1121,16 @@ std::string_view to_string(Protocol protocol) noexcept
 std::string_view to_string(BalanceAlgorithm algorithm) noexcept
 {
     return name_of(kBalanceAlgorithms, algorithm);
+}
+
+std::string_view to_string(HealthCheckConfig::Kind kind) noexcept
+{
+    return name_of(kHealthKinds, kind);
+}
+
+std::string_view to_string(HealthCheckConfig::Role role) noexcept
+{
+    return name_of(kRoles, role);
 }
 
 const PoolConfig* Config::find_pool(std::string_view name) const noexcept

@@ -1,7 +1,8 @@
 #include "sluice/health_prober.h"
 
 #include "sluice/log.h"
-#include "sluice/socket.h"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cassert>
@@ -32,30 +33,18 @@ constexpr double kJitter = 0.1;
 constexpr double kMinInterval = 0.01;
 constexpr double kMinTimeout = 0.001;
 
-// UDP replies are read into a buffer this big (or as big as `expect`, if
-// longer); only the prefix is compared, so a longer reply is simply cut.
-constexpr std::size_t kReplyBuffer = 2048;
-
 double seconds(Duration duration) noexcept { return static_cast<double>(duration.count()) / 1000.0; }
 
-// The result of one probe: passed, or why not (for the table and for the log).
-struct ProbeOutcome {
-    bool passed = false;
-    HealthReason reason = HealthReason::None;
-    std::string_view why;
-};
-
-ProbeOutcome passed() noexcept { return {true, HealthReason::None, {}}; }
-ProbeOutcome failed(SysError error) noexcept { return {false, reason_from(error), describe(error)}; }
-ProbeOutcome timed_out() noexcept { return {false, HealthReason::Timeout, describe(SysError::TimedOut)}; }
-ProbeOutcome unexpected_reply() noexcept { return {false, HealthReason::Other, "unexpected reply"}; }
+// A role check confirms a fresh backend this soon (at most), instead of at a
+// random point of the first interval: until then it gets no sessions.
+constexpr double kFirstRoleProbeWithin = 0.2;
 
 } // namespace
 
-// One checked backend. Lives on the prober thread; owns the socket, watchers
-// and timers of its probe. Invariants: at most one probe in flight
-// (probe_fd_ valid ⇔ a probe is in flight ⇔ deadline_ active); verdict_ is
-// what the prober last wrote to the table's health for this backend.
+// One checked backend. Lives on the prober thread; owns its probe in flight
+// and its timers. Invariants: at most one probe in flight (probing_ ⇔
+// deadline_ active); verdict_ is what the prober last wrote to the table's
+// health for this backend.
 class HealthProber::Target {
 public:
     Target(HealthProber& prober, BackendId id, std::string pool_name, SocketAddress address)
@@ -64,6 +53,7 @@ public:
         tick_.bind<Target, &Target::on_tick>(prober_.loop_, this);
         deadline_.bind<Target, &Target::on_deadline>(prober_.loop_, this);
     }
+    ~Target() { cancel_probe(); }
     Target(const Target&) = delete;
     Target& operator=(const Target&) = delete;
 
@@ -81,27 +71,48 @@ public:
     bool configure(const PoolRuntime& pool, const HealthCheckConfig& check)
     {
         bool interval_changed = check.interval != check_.interval;
-        // A probe of another kind or with another timeout is from the old
-        // config: drop it rather than judge it by the new one.
-        if (check.kind != check_.kind || check.timeout != check_.timeout)
+        // A probe of another kind, target or timeout is from the old config:
+        // drop it rather than judge it by the new one.
+        if (check.kind != check_.kind || check.timeout != check_.timeout || check.port != check_.port
+            || check.role != check_.role)
             cancel_probe();
         label_ = pool.label(id_);
         check_ = check;
         max_fails_ = pool.config->max_fails;
-        reply_.resize(std::max(kReplyBuffer, check_.expect.size()));
+        probe_address_ = address_;
+        if (check_.port != 0)
+            probe_address_.set_port(check_.port);
         return interval_changed;
     }
 
-    // The first probe at a random point within one interval.
-    void schedule_first() { tick_.start(prober_.random_delay(0.0, interval())); }
-
-    // Backends start up; a slot is Up when allocated, this only repairs one
-    // that is not (the prober being the only writer, that is our own doing).
-    void start_up()
+    // A backend new to the prober. It starts up, unless its check asks for a
+    // role: then it gets nothing until a probe has confirmed the role (writes
+    // must never reach an unconfirmed node), and that probe comes at once.
+    void start()
     {
+        HealthReport report;
+        report.kind = check_.kind;
+        prober_.reports_.set(id_, std::move(report));
+        if (check_.role != HealthCheckConfig::Role::Any) {
+            verdict_ = Health::Down;
+            down_reason_ = HealthReason::Unconfirmed;
+            awaiting_role_ = true;
+            // build_runtime allocated the slot Down already; this covers a
+            // kept backend whose pool began to check roles.
+            prober_.table_.set_health(id_, Health::Down, HealthReason::Unconfirmed);
+            tick_.start(prober_.random_delay(0.0, std::min(interval(), kFirstRoleProbeWithin)));
+            return;
+        }
+        // A slot is Up when allocated; this only repairs one that is not
+        // (the prober being the only writer, that is our own doing).
         if (prober_.table_.slot(id_).health.load(std::memory_order_acquire) != Health::Up)
             prober_.table_.set_health(id_, Health::Up, HealthReason::None);
+        schedule_first();
     }
+
+    // The first probe at a random point within one interval, so hundreds of
+    // backends never probe in lockstep.
+    void schedule_first() { tick_.start(prober_.random_delay(0.0, interval())); }
 
     // Passive interplay (see health_prober.h): a live passive mark becomes an
     // active Down verdict that needs `rise` passing probes to lift.
@@ -118,6 +129,7 @@ public:
         if (verdict_ == Health::Up) {
             verdict_ = Health::Down;
             down_reason_ = HealthReason::PassiveFailures;
+            logged_reason_ = HealthReason::PassiveFailures;
             // Health first, then the mark: at no instant is the backend usable.
             prober_.table_.set_health(id_, Health::Down, HealthReason::PassiveFailures);
             log::warning("{} is DOWN ({} connect failure{} from traffic)", label_, max_fails_, max_fails_ == 1 ? "" : "s");
@@ -130,12 +142,16 @@ public:
     void release_health()
     {
         cancel_probe();
+        prober_.reports_.erase(id_);
         if (verdict_ == Health::Down) {
             verdict_ = Health::Up;
             prober_.table_.set_health(id_, Health::Up, HealthReason::None);
             log::info("{} is UP (health checks removed)", label_);
         }
     }
+
+    // The backend left the configuration: its report goes with it.
+    void forget() { prober_.reports_.erase(id_); }
 
 private:
     double interval() const noexcept { return std::max(seconds(check_.interval), kMinInterval); }
@@ -150,125 +166,120 @@ private:
         tick_.start(interval() * prober_.random_delay(1.0 - kJitter, 1.0 + kJitter));
         if (in_maint())
             return;  // checks pause in maint; the verdict stays
-        if (probe_fd_)
+        if (probing_)
             return;  // timeout > interval: the last probe is still running
-        if (check_.kind == HealthCheckConfig::Kind::Udp)
-            start_udp_probe();
-        else
-            start_tcp_probe();
+        start_probe();
     }
 
-    void start_tcp_probe()
+    void start_probe()
     {
-        Result<UniqueFd> sock = start_connect(address_);
-        if (!sock) [[unlikely]] {
-            start_failed(sock.error());
-            return;
-        }
-        probe_kind_ = HealthCheckConfig::Kind::TcpConnect;
-        watch(std::move(sock.value()), EV_WRITE);
-    }
-
-    void start_udp_probe()
-    {
-        Result<UniqueFd> sock = open_connected_udp(address_);
-        if (!sock) [[unlikely]] {
-            start_failed(sock.error());
-            return;
-        }
-        IoResult sent = write_some(sock.value().get(), check_.send.data(), check_.send.size());
-        if (!sent.ok()) [[unlikely]] {
-            start_failed(sent.error);
-            return;
-        }
-        probe_kind_ = HealthCheckConfig::Kind::Udp;
-        watch(std::move(sock.value()), EV_READ);
-    }
-
-    void start_failed(SysError error)
-    {
-        if (is_local_resource_error(error)) {
-            // Our own shortage says nothing about the backend: skip the probe.
-            log::debug("{}: probe skipped: {}", label_, describe(error));
-            return;
-        }
-        record(failed(error));
-    }
-
-    void watch(UniqueFd sock, int events)
-    {
-        probe_fd_ = std::move(sock);
-        probe_io_.bind<Target, &Target::on_socket>(prober_.loop_, this, probe_fd_.get());
-        probe_io_.set_events(events);
+        probing_ = true;
+        const std::uint64_t probe = ++probe_serial_;
+        probe_started_ = prober_.loop_.now();
         deadline_.start(std::max(seconds(check_.timeout), kMinTimeout));
+        std::unique_ptr<HealthCheck> check = start_health_check(
+            prober_.loop_, check_, probe_address_,
+            [this, probe](HealthCheckResult result) { on_result(probe, std::move(result)); });
+        if (probing_ && probe == probe_serial_)
+            in_flight_ = std::move(check);
+        else
+            prober_.retire(std::move(check));  // it finished inside start: nothing to keep
     }
 
-    void on_socket(int)
+    void on_result(std::uint64_t probe, HealthCheckResult result)
     {
-        if (probe_kind_ == HealthCheckConfig::Kind::TcpConnect) {
-            // EV_WRITE on a connecting socket: connected, or the connect failed.
-            SysError error = connect_result(probe_fd_.get());
-            finish(error == SysError::None ? passed() : failed(error));
+        if (!probing_ || probe != probe_serial_)
+            return;  // a cancelled probe's late word
+        const double took = prober_.loop_.now() - probe_started_;
+        cancel_probe();  // the check is destroyed on the next loop turn, not under its own callback
+        if (result.local_shortage) {
+            // Our own shortage says nothing about the backend: skip the probe.
+            log::debug("{}: probe skipped: {}", label_, result.detail);
             return;
         }
-        // UDP: a reply, or the ICMP port unreachable queued as ECONNREFUSED.
-        IoResult got = read_some(probe_fd_.get(), reply_.data(), reply_.size());
-        if (got.would_block())
-            return;
-        if (!got.ok()) {
-            finish(failed(got.error));
-            return;
-        }
-        std::string_view reply(reply_.data(), static_cast<std::size_t>(got.bytes));
-        finish(reply.starts_with(check_.expect) ? passed() : unexpected_reply());
-    }
-
-    void on_deadline() { finish(timed_out()); }
-
-    void finish(const ProbeOutcome& outcome)
-    {
-        cancel_probe();  // a passed TCP probe's connection is closed here, at once
         if (in_maint())
             return;  // maint began while the probe ran: keep the last verdict
-        record(outcome);
+        record(std::move(result), took);
+    }
+
+    void on_deadline()
+    {
+        const double took = prober_.loop_.now() - probe_started_;
+        cancel_probe();  // closes its socket: nothing more is sent or waited for
+        if (in_maint())
+            return;
+        record(HealthCheckResult::fail(HealthReason::Timeout,
+                                       fmt::format("timed out after {} ms", check_.timeout.count())),
+               took);
     }
 
     void cancel_probe() noexcept
     {
         deadline_.stop();
-        probe_io_.stop();
-        probe_fd_.reset();
+        probing_ = false;
+        ++probe_serial_;
+        if (in_flight_)
+            prober_.retire(std::move(in_flight_));
     }
 
-    // Counts one probe result and writes a verdict change to the table.
-    void record(const ProbeOutcome& outcome)
+    // Counts one probe result, reports it and writes a verdict change to the
+    // table. The log says transitions, and a new reason while down, never the
+    // same verdict twice.
+    void record(HealthCheckResult result, double took)
     {
-        const int rise = std::max(check_.rise, 1);
+        const int rise = awaiting_role_ ? 1 : std::max(check_.rise, 1);
         const int fall = std::max(check_.fall, 1);
         BackendTable& table = prober_.table_;
-        if (outcome.passed) {
+        HealthReport report;
+        report.kind = check_.kind;
+        report.checked = true;
+        report.passed = result.passed;
+        report.detail = result.detail;
+        report.role = result.role;
+        report.duration_seconds = took;
+        prober_.reports_.set(id_, std::move(report));
+        if (result.passed) {
             failures_ = 0;
             passes_ = std::min(passes_ + 1, rise);
             if (verdict_ == Health::Down && passes_ >= rise) {
                 verdict_ = Health::Up;
                 down_reason_ = HealthReason::None;
+                logged_reason_ = HealthReason::None;
                 table.set_health(id_, Health::Up, HealthReason::None);
-                log::info("{} is UP ({}/{} checks passed)", label_, passes_, rise);
+                if (awaiting_role_)
+                    log::info("{} is UP ({})", label_, result.detail);
+                else
+                    log::info("{} is UP ({}/{} checks passed{}{})", label_, passes_, rise,
+                              result.detail.empty() ? "" : ": ", result.detail);
+                awaiting_role_ = false;
             }
             return;
         }
         passes_ = 0;
         failures_ = std::min(failures_ + 1, fall);
+        if (awaiting_role_) {
+            // Still unconfirmed: say why once per reason; it stays out.
+            if (result.reason != logged_reason_) {
+                logged_reason_ = result.reason;
+                log::warning("{} stays DOWN until its role is confirmed ({})", label_, result.detail);
+            }
+            return;
+        }
         if (verdict_ == Health::Up && failures_ >= fall) {
             verdict_ = Health::Down;
-            down_reason_ = outcome.reason;
-            table.set_health(id_, Health::Down, outcome.reason);
-            log::warning("{} is DOWN ({}, {}/{})", label_, outcome.why, failures_, fall);
-        } else if (verdict_ == Health::Down && outcome.reason != down_reason_) {
-            // Still down, for another reason now: keep `show servers` current.
-            // Not a transition, so no log line.
-            down_reason_ = outcome.reason;
-            table.set_health(id_, Health::Down, outcome.reason);
+            down_reason_ = result.reason;
+            logged_reason_ = result.reason;
+            table.set_health(id_, Health::Down, result.reason);
+            log::warning("{} is DOWN ({}, {}/{})", label_, result.detail, failures_, fall);
+        } else if (verdict_ == Health::Down && result.reason != down_reason_) {
+            // Still down, for another reason now: keep `show servers` current
+            // and say it once.
+            down_reason_ = result.reason;
+            table.set_health(id_, Health::Down, result.reason);
+            if (result.reason != logged_reason_) {
+                logged_reason_ = result.reason;
+                log::warning("{} is still DOWN, now: {}", label_, result.detail);
+            }
         }
     }
 
@@ -276,29 +287,43 @@ private:
     const BackendId id_;
     const std::string pool_name_;
     const SocketAddress address_;
-    std::string label_;          // "pool/backend", for logs
+    SocketAddress probe_address_;  // address_ with the check's port, if it sets one
+    std::string label_;            // "pool/backend", for logs
     HealthCheckConfig check_;
-    int max_fails_ = 0;          // the pool's passive threshold, for the log line
+    int max_fails_ = 0;            // the pool's passive threshold, for the log line
 
     Health verdict_ = Health::Up;
     HealthReason down_reason_ = HealthReason::None;
-    int failures_ = 0;           // consecutive, saturating at fall
-    int passes_ = 0;             // consecutive, saturating at rise
+    HealthReason logged_reason_ = HealthReason::None;  // the reason the last log line gave
+    bool awaiting_role_ = false;   // a fresh role-checked backend: one pass confirms it
+    int failures_ = 0;             // consecutive, saturating at fall
+    int passes_ = 0;               // consecutive, saturating at rise
 
-    // The probe in flight. probe_fd_ is declared before probe_io_ so the
-    // watcher is stopped before the descriptor closes.
-    HealthCheckConfig::Kind probe_kind_ = HealthCheckConfig::Kind::TcpConnect;
-    UniqueFd probe_fd_;
-    IoWatcher probe_io_;
+    // The probe in flight.
+    bool probing_ = false;
+    std::uint64_t probe_serial_ = 0;  // tells a cancelled probe's late callback from the current one's
+    double probe_started_ = 0;
+    std::unique_ptr<HealthCheck> in_flight_;
     TimerWatcher deadline_;
     TimerWatcher tick_;
-    std::vector<char> reply_;    // UDP replies; sized by configure()
 };
 
 HealthProber::HealthProber(BackendTable& table) : table_(table), random_(std::random_device{}())
 {
     passive_scan_.bind<HealthProber, &HealthProber::on_passive_scan>(loop_, this);
+    reaper_.bind<HealthProber, &HealthProber::on_reap>(loop_, this);
 }
+
+void HealthProber::retire(std::unique_ptr<HealthCheck> check)
+{
+    if (!check)
+        return;
+    retired_.push_back(std::move(check));
+    if (!reaper_.active())
+        reaper_.start(0.0);
+}
+
+void HealthProber::on_reap() { retired_.clear(); }
 
 HealthProber::~HealthProber() { stop(); }
 
@@ -332,6 +357,8 @@ void HealthProber::shutdown_on_loop()
     assert(loop_.in_loop_thread());
     passive_scan_.stop();
     targets_.clear();  // closes probes in flight and stops every timer
+    retired_.clear();
+    reaper_.stop();
     loop_.break_loop();
 }
 
@@ -373,10 +400,12 @@ void HealthProber::adopt(const Runtime& runtime)
                 target = std::move(previous[kept->second]);
             } else {
                 target = std::make_unique<Target>(*this, id, pool.config->name, pool.config->backends[i].address);
-                target->start_up();
                 fresh = true;
             }
-            if (target->configure(pool, *check) || fresh)
+            bool interval_changed = target->configure(pool, *check);
+            if (fresh)
+                target->start();
+            else if (interval_changed)
                 target->schedule_first();
             targets_.push_back(std::move(target));
         }
@@ -390,6 +419,8 @@ void HealthProber::adopt(const Runtime& runtime)
         if (auto it = present.find(dropped->id());
             it != present.end() && dropped->same_backend(*it->second.first, it->second.second))
             dropped->release_health();
+        else
+            dropped->forget();
     }
     previous.clear();
 

@@ -9,7 +9,8 @@
 namespace sluice {
 
 StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, const ProcessStats& process,
-                            std::int64_t now_ms, std::span<const BackendCounters* const> counters)
+                            std::int64_t now_ms, std::span<const BackendCounters* const> counters,
+                            const HealthReports* reports)
 {
     constexpr auto relaxed = std::memory_order_relaxed;
     StatsSnapshot snap;
@@ -63,6 +64,14 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
                 backend.total += t.sessions;
                 backend.bytes_in += t.bytes_in;
                 backend.bytes_out += t.bytes_out;
+            }
+            if (auto report = reports ? reports->get(pool.backend_ids[b]) : std::nullopt) {
+                backend.check = to_string(report->kind);
+                backend.checked = report->checked;
+                backend.check_passed = report->passed;
+                backend.verdict = std::move(report->detail);
+                backend.role = to_string(report->role);
+                backend.check_seconds = report->duration_seconds;
             }
             pool_snap.sessions += backend.total;
             pool_snap.active += backend.active;
@@ -201,6 +210,25 @@ std::string format_prometheus(const StatsSnapshot& s)
     out.family("sluice_backend_active_sessions", "gauge", "Sessions open to the backend now.");
     for (const BackendSnapshot& b : s.backends)
         out.sample("sluice_backend_active_sessions", backend_labels(b), b.active);
+
+    // Active checks: only backends whose pool has one, and once a probe finished.
+    out.family("sluice_backend_check_status", "gauge",
+               "1 when the last active check of the backend passed, 0 when it failed.");
+    for (const BackendSnapshot& b : s.backends)
+        if (b.checked)
+            out.sample("sluice_backend_check_status", fmt::format("{},check=\"{}\"", backend_labels(b), b.check),
+                       b.check_passed ? 1 : 0);
+    out.family("sluice_backend_check_duration_seconds", "gauge", "How long the last active check of the backend took.");
+    for (const BackendSnapshot& b : s.backends)
+        if (b.checked)
+            out.sample("sluice_backend_check_duration_seconds", backend_labels(b), fmt::format("{:.6f}", b.check_seconds));
+    out.family("sluice_backend_role", "gauge",
+               "The role a database backend reported at its last check: 1 for that role, 0 for the others.");
+    for (const BackendSnapshot& b : s.backends)
+        if (b.checked)
+            for (std::string_view role : {"primary", "replica", "unknown"})
+                out.sample("sluice_backend_role", fmt::format("{},role=\"{}\"", backend_labels(b), role),
+                           b.role == role ? 1 : 0);
 
     constexpr std::array<CounterFamily<BackendSnapshot>, 4> backend_metrics{{
         {"sluice_backend_sessions_total", "Sessions sent to the backend (connect attempts included).",

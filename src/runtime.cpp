@@ -69,7 +69,14 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
                 // A weight changed in the file wins over one set at run time.
                 table.set_weight(*id, static_cast<std::uint16_t>(backend.weight));
             } else {
-                id = table.allocate(static_cast<std::uint16_t>(backend.weight));
+                // A pool that checks roles sends nothing to a backend before a
+                // check confirmed it: its new slots start down, before any
+                // worker can see them (the prober confirms them at once).
+                const bool unconfirmed =
+                    pool_config.health && pool_config.health->role != HealthCheckConfig::Role::Any;
+                id = table.allocate(static_cast<std::uint16_t>(backend.weight),
+                                    unconfirmed ? Health::Down : Health::Up,
+                                    unconfirmed ? HealthReason::Unconfirmed : HealthReason::None);
                 if (!id) {
                     for (BackendId taken : allocated)
                         table.free(taken);

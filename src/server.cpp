@@ -60,6 +60,7 @@ Server::Server(Config config) : initial_config_(std::move(config)), shared_(std:
     signal_io_.bind<Server, &Server::on_signal>(control_loop_, this, -1);
     drain_timer_.bind<Server, &Server::on_drain_tick>(control_loop_, this);
     retire_timer_.bind<Server, &Server::on_retire_tick>(control_loop_, this);
+    service_timer_.bind<Server, &Server::on_service_tick>(control_loop_, this);
     process_.started_ms = monotonic_ms();
 }
 
@@ -180,6 +181,7 @@ int Server::run()
     for (auto& worker : workers_)
         workers.push_back(worker.get());
     admin_.start(runtime_, std::move(workers));
+    watch_service();
     process_.generation.store(runtime_->generation, std::memory_order_relaxed);
     generations_.push_back(runtime_);
     log::info("sluice started: {} workers, max {} sessions, {} file descriptors", worker_count,
@@ -195,6 +197,30 @@ int Server::run()
     workers_.clear();
     log::info("sluice stopped");
     return 0;
+}
+
+void Server::watch_service()
+{
+    service_watch_.adopt(*runtime_, monotonic_ms());
+    if (!service_watch_.needed())
+        service_timer_.stop();
+    else if (!service_timer_.active())
+        service_timer_.start(ServiceWatch::kScanInterval, ServiceWatch::kScanInterval);
+}
+
+void Server::on_service_tick()
+{
+    if (draining_)
+        return;  // every session ends by the drain's own rules
+    std::vector<Worker*> workers;
+    for (auto& worker : workers_)
+        workers.push_back(worker.get());
+    for (ServiceWatch::Action& action : service_watch_.scan(monotonic_ms())) {
+        end_sessions_on_workers(workers, std::move(action.backends), action.cause, control_loop_,
+                                [why = std::move(action.why)](std::size_t ended) {
+                                    log::warning("{}: {} session{} closed", why, ended, ended == 1 ? "" : "s");
+                                });
+    }
 }
 
 void Server::on_signal(int)
@@ -257,6 +283,7 @@ void Server::finish()
 {
     drain_timer_.stop();
     retire_timer_.stop();
+    service_timer_.stop();
     signal_io_.stop();
     for (auto& worker : workers_)
         worker->shutdown();

@@ -20,6 +20,9 @@ std::string_view to_string(EndCause cause) noexcept
     case EndCause::Responses: return "responses";
     case EndCause::BackendRefused: return "backend-refused";
     case EndCause::BackendError: return "backend-error";
+    case EndCause::BackendDown: return "backend-down";
+    case EndCause::AdminShutdown: return "admin-shutdown";
+    case EndCause::PrimaryUp: return "primary-up";
     }
     return "done";
 }

@@ -120,6 +120,41 @@ std::vector<SessionInfo> Worker::describe_sessions() const
     return out;
 }
 
+std::size_t Worker::end_backend_sessions(const std::vector<BackendId>& backends, EndCause cause)
+{
+    context_.loop().assert_loop_thread();
+    std::size_t ended = 0;
+    for (BackendId id : backends)
+        ended += context_.sessions().end_backend_sessions(id, cause);
+    return ended;
+}
+
+void end_sessions_on_workers(const std::vector<Worker*>& workers, std::vector<BackendId> backends, EndCause cause,
+                             EventLoop& reply_loop, std::function<void(std::size_t)> done)
+{
+    if (workers.empty()) {
+        reply_loop.post([done = std::move(done)] { done(0); });
+        return;
+    }
+    struct Gather {
+        std::size_t remaining;
+        std::size_t ended = 0;
+        std::vector<BackendId> backends;
+        std::function<void(std::size_t)> done;
+    };
+    auto gather = std::make_shared<Gather>(Gather{workers.size(), 0, std::move(backends), std::move(done)});
+    for (Worker* worker : workers) {
+        worker->loop().post([worker, gather, cause, &reply_loop] {
+            std::size_t ended = worker->end_backend_sessions(gather->backends, cause);
+            reply_loop.post([gather, ended] {
+                gather->ended += ended;
+                if (--gather->remaining == 0)
+                    gather->done(gather->ended);
+            });
+        });
+    }
+}
+
 void Worker::bind_cpu(int cpu, std::vector<int> allowed)
 {
     context_.loop().post([this, cpu, allowed = std::move(allowed)] {

@@ -29,6 +29,7 @@
 #include "sluice/backend_table.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/health_report.h"
 #include "sluice/log_throttle.h"
 #include "sluice/metrics.h"
 #include "sluice/runtime.h"
@@ -84,7 +85,9 @@ public:
     // The environment variables SLUICE_TEST_ADMIN_IDLE_TIMEOUT and
     // SLUICE_TEST_HTTP_HEADER_TIMEOUT (seconds) replace the two timeouts; they
     // exist for the integration tests, not for operators.
-    AdminServer(BackendTable& table, const ProcessStats& process, ReloadRequest reload);
+    // `reports` (may be null: no checks reported) is the prober's, read for
+    // show servers and /metrics.
+    AdminServer(BackendTable& table, const ProcessStats& process, const HealthReports* reports, ReloadRequest reload);
     ~AdminServer();  // stop()
     AdminServer(const AdminServer&) = delete;
     AdminServer& operator=(const AdminServer&) = delete;
@@ -125,11 +128,15 @@ private:
     bool write_out(Connection& connection);
     void close_connection(Connection& connection);
     double deadline(const Connection& connection) const;
+    // Finds POOL/BACKEND of `command` in the current generation; returns ""
+    // and sets `id` and `label`, or an "error: ..." line.
+    std::string find_backend(const AdminCommand& command, std::optional<BackendId>& id, std::string& label) const;
     std::string set_server(const AdminCommand& command);
     StatsSnapshot snapshot() const;
 
     BackendTable& table_;
     const ProcessStats& process_;
+    const HealthReports* reports_;
     ReloadRequest reload_;
     double idle_timeout_ = kIdleTimeout;
     double header_timeout_ = kHeaderTimeout;

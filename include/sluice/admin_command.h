@@ -12,11 +12,13 @@
 namespace sluice {
 
 struct AdminCommand {
-    enum class Kind : std::uint8_t { Help, ShowServers, ShowStat, ShowSessions, SetState, SetWeight, Reload };
+    enum class Kind : std::uint8_t {
+        Help, ShowServers, ShowStat, ShowSessions, SetState, SetWeight, ShutdownSessions, Reload
+    };
     Kind kind = Kind::Help;
     bool json = false;
-    std::string pool;      // set server: POOL of POOL/BACKEND
-    std::string backend;   // set server: BACKEND (a name or an address)
+    std::string pool;      // set server, shutdown sessions: POOL of POOL/BACKEND
+    std::string backend;   // set server, shutdown sessions: BACKEND (a name or an address)
     AdminState state = AdminState::Ready;
     int weight = 0;
 };

@@ -3,7 +3,8 @@
 // One cache-line slot per backend, every field a std::atomic, so workers, the
 // health prober and the admin thread never take a lock and never share a line
 // for two backends. Ownership of writes:
-//   - health (up/down and why): the health prober only;
+//   - health (up/down and why): the health prober only (and allocate(), for
+//     a slot nobody else knows yet);
 //   - active/total/bytes/failures: sessions on any worker (relaxed increments);
 //   - admin state and weight: the admin/control thread;
 //   - slot allocation: the control thread, at start and on reload.
@@ -35,6 +36,12 @@ enum class HealthReason : std::uint8_t {
     Reset,
     PassiveFailures,    // max_fails connect failures from real traffic
     Other,
+    WrongRole,          // a database check found a primary where a replica is wanted, or the reverse
+    AuthFailed,         // a database check's login was refused
+    BadReply,           // the reply was not what the check expects (expect, protocol error)
+    HttpStatus,         // an http check got another status than expect_status
+    Lagging,            // a replica is further behind than max_lag
+    Unconfirmed,        // a role check has not yet confirmed the backend's role
 };
 
 enum class AdminState : std::uint8_t { Ready, Drain, Maint };
@@ -93,8 +100,10 @@ public:
     // --- admin / control thread ---
     void set_admin(BackendId id, AdminState state) noexcept;
     void set_weight(BackendId id, std::uint16_t weight) noexcept;
-    // Finds a free slot, resets it to Up/Ready with `weight`. nullopt when full.
-    std::optional<BackendId> allocate(std::uint16_t weight) noexcept;
+    // Finds a free slot, resets it to Ready with `weight` and `health` (Up
+    // unless its pool must confirm a role first). nullopt when full.
+    std::optional<BackendId> allocate(std::uint16_t weight, Health health = Health::Up,
+                                      HealthReason reason = HealthReason::None) noexcept;
     void free(BackendId id) noexcept;
 
     // Changes whenever health, admin state or weight of any backend changes, so

@@ -29,17 +29,43 @@ std::string_view to_string(Protocol protocol) noexcept;
 std::string_view to_string(BalanceAlgorithm algorithm) noexcept;
 
 struct HealthCheckConfig {
-    enum class Kind : std::uint8_t { TcpConnect, Udp };
+    // What a probe does; see health_check.h and README "Health checks".
+    enum class Kind : std::uint8_t { TcpConnect, Udp, Http, Redis, Postgres, Mysql };
+    // Which role a database backend must have to pass (redis, postgres, mysql).
+    enum class Role : std::uint8_t { Any, Primary, Replica };
+
     Kind kind = Kind::TcpConnect;
     Duration interval{2000};
     Duration timeout{1000};
     int rise = 2;
     int fall = 3;
-    // UDP probe only: the datagram sent, and the prefix the reply must start with
-    // ("" = any reply counts).
+    // Probe this port of the backend's host instead of the backend's own
+    // (e.g. Patroni's REST API on 8008); 0 = the backend's port.
+    std::uint16_t port = 0;
+    // tcp: sent after the connect (may be empty); udp: the datagram sent.
     std::string send;
+    // tcp/udp: the prefix the reply must start with ("" = tcp: connect only,
+    // udp: any reply). http: a substring the body must contain ("" = any).
     std::string expect;
+    // http
+    std::string path = "/";
+    int expect_status = 200;
+    std::string host;            // Host header; "" = the backend's address
+    // redis, postgres, mysql
+    Role role = Role::Any;
+    std::string user;            // postgres/mysql login; redis ACL user ("" = default user)
+    std::string password_file;   // as configured ("" = no password)
+    std::string password;        // read from password_file when the config was read
+    std::string database;        // postgres (default "postgres")
+    std::string sslmode;         // postgres: libpq sslmode ("" = libpq's default, prefer)
+    // Replicas only: the most replication lag that still passes; 0 = not
+    // checked. postgres: replay delay; redis: master_last_io_seconds_ago;
+    // mysql: Seconds_Behind_Master.
+    Duration max_lag{0};
 };
+
+std::string_view to_string(HealthCheckConfig::Kind kind) noexcept;
+std::string_view to_string(HealthCheckConfig::Role role) noexcept;
 
 struct BackendConfig {
     SocketAddress address;
@@ -56,6 +82,14 @@ struct PoolConfig {
     int max_fails = 3;        // passive: connect failures within fail_timeout mark down; 0 = off
     Duration fail_timeout{10000};
     std::optional<HealthCheckConfig> health;  // nullopt = no active checks
+    // A backend leaves service (down by a check or by passive failures, or
+    // set to maint): Close ends its open sessions at once (end=backend-down).
+    enum class OnDown : std::uint8_t { Keep, Close };
+    OnDown on_down = OnDown::Keep;
+    // A primary backend comes back: CloseBackup ends the sessions on this
+    // pool's backups so their clients reconnect to it.
+    enum class OnUp : std::uint8_t { Keep, CloseBackup };
+    OnUp on_up = OnUp::Keep;
     std::vector<BackendConfig> backends;
 };
 

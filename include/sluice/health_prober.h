@@ -3,15 +3,18 @@
 // For every backend of every pool that has `health = { ... }`, every `interval`
 // (±10% jitter; the first probe at a random point of the first interval, so
 // hundreds of backends never probe in lockstep) it runs one probe:
-//   - tcp: a non-blocking connect; connected within `timeout` = pass (the
-//     socket is closed at once), refused/reset/unreachable/timeout = fail;
-//   - udp: a connected UDP socket sends `send` and waits `timeout` for a reply
-//     starting with `expect` (any reply when `expect` is empty); ICMP port
-//     unreachable (ECONNREFUSED), silence or another reply = fail.
+// of the pool's kind (health_check.h: tcp, udp, http, redis, postgres,
+// mysql), cancelled (its socket closed) when it overruns `timeout`.
 // `fall` consecutive failures mark a backend down, `rise` consecutive passes
-// mark it up again; backends start up. Each transition is logged once:
-//   pool/backend is DOWN (connection refused, 3/3)
-//   pool/backend is UP (2/2 checks passed)
+// mark it up again; backends start up, except in a pool whose check asks for
+// a role: those start down ("role not yet confirmed") and are probed at once,
+// and one pass confirming the role brings them up. Each transition is logged
+// once, with the verdict in words; a backend that keeps failing for the same
+// reason is not logged again:
+//   pool/backend is DOWN (replica (pg_is_in_recovery = true), 3/3)
+//   pool/backend is UP (2/2 checks passed: primary (pg_is_in_recovery = false))
+// After every probe the verdict, the role the server claimed and the probe's
+// duration go to reports() for `show servers` and /metrics.
 //
 // Passive failures: a worker marks a backend passively down through
 // BackendTable::record_connect_failure (passive_down_until_ms). For a backend
@@ -31,6 +34,8 @@
 
 #include "sluice/backend_table.h"
 #include "sluice/event_loop.h"
+#include "sluice/health_check.h"
+#include "sluice/health_report.h"
 #include "sluice/runtime.h"
 
 #include <memory>
@@ -64,12 +69,19 @@ public:
     // the table stays as last set.
     void stop();
 
+    // Any thread: the last verdict of every checked backend.
+    const HealthReports& reports() const noexcept { return reports_; }
+
 private:
     class Target;  // one checked backend: its probe state and watchers
 
     // --- prober thread only ---
     void adopt(const Runtime& runtime);
     void on_passive_scan();
+    // A finished or cancelled check is destroyed on the next loop turn, never
+    // under its own callback (a library may still be on the stack).
+    void retire(std::unique_ptr<HealthCheck> check);
+    void on_reap();
     void shutdown_on_loop();
     // A delay in seconds drawn uniformly from [low, high).
     double random_delay(double low, double high);
@@ -77,6 +89,10 @@ private:
     BackendTable& table_;
     EventLoop loop_;
     std::mt19937_64 random_;
+    HealthReports reports_;
+    // Declared before targets_: a Target's destructor retires its probe here.
+    std::vector<std::unique_ptr<HealthCheck>> retired_;
+    TimerWatcher reaper_;
     std::vector<std::unique_ptr<Target>> targets_;
     // Watches passive marks of checked backends; see on_passive_scan().
     TimerWatcher passive_scan_;

@@ -1,11 +1,13 @@
 // What the admin socket and /metrics report: a snapshot of the counters, and
 // its Prometheus text exposition (format 0.0.4: # HELP, # TYPE, samples).
 //
-// take_snapshot reads atomics only (the BackendTable, listener and pool
-// counters), so the admin thread never waits on a worker.
+// take_snapshot reads atomics (the BackendTable, listener and pool counters)
+// and the prober's reports (a short mutex), so the admin thread never waits
+// on a worker.
 #pragma once
 
 #include "sluice/backend_table.h"
+#include "sluice/health_report.h"
 #include "sluice/runtime.h"
 #include "sluice/stats.h"
 
@@ -31,6 +33,13 @@ struct BackendSnapshot {
     std::uint64_t connect_failures = 0;
     std::uint64_t bytes_in = 0;   // to the backend
     std::uint64_t bytes_out = 0;  // from the backend
+    // Active checks (HealthReports): the kind ("" = none), and the last probe.
+    std::string check;
+    bool checked = false;         // a probe has finished since the backend was added
+    bool check_passed = false;
+    std::string verdict;          // its verdict in words
+    std::string role;             // what the server said it is: primary, replica, unknown
+    double check_seconds = 0;     // how long it took
     bool up() const noexcept { return health == Health::Up && !passive_down; }
 };
 
@@ -73,7 +82,8 @@ struct StatsSnapshot {
 // Any thread. `now_ms` is monotonic_ms(). A backend's sessions and bytes are
 // the sum of every worker's BackendCounters in `counters`.
 StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, const ProcessStats& process,
-                            std::int64_t now_ms, std::span<const BackendCounters* const> counters);
+                            std::int64_t now_ms, std::span<const BackendCounters* const> counters,
+                            const HealthReports* reports = nullptr);
 
 // The Prometheus text exposition of `snapshot`.
 std::string format_prometheus(const StatsSnapshot& snapshot);

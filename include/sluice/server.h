@@ -8,6 +8,7 @@
 #include "sluice/fd.h"
 #include "sluice/health_prober.h"
 #include "sluice/runtime.h"
+#include "sluice/service_watch.h"
 #include "sluice/stats.h"
 #include "sluice/worker.h"
 
@@ -48,6 +49,9 @@ private:
     // set the plan was made from.
     void bind_workers(const std::vector<int>& cpus, const std::vector<int>& allowed);
     void on_retire_tick();
+    // Watches the generation now in runtime_ for on_down/on_up edges.
+    void watch_service();
+    void on_service_tick();
     void on_signal(int revents);
     void begin_drain();
     void on_drain_tick();
@@ -63,11 +67,14 @@ private:
     std::vector<int> worker_cpus_;  // the CPU each worker is bound to, or kAnyCpu
     ProcessStats process_;
     EventLoop control_loop_;
-    AdminServer admin_{shared_->table, process_, [this](auto reply) { request_reload(std::move(reply)); }};
+    AdminServer admin_{shared_->table, process_, &prober_.reports(),
+                       [this](auto reply) { request_reload(std::move(reply)); }};
     // Every generation published, to know when an old one is gone.
     std::vector<std::weak_ptr<const Runtime>> generations_;
     std::vector<RetiredBackends> retired_;
     TimerWatcher retire_timer_;
+    ServiceWatch service_watch_{shared_->table};
+    TimerWatcher service_timer_;
     UniqueFd signal_fd_;
     IoWatcher signal_io_;
     TimerWatcher drain_timer_;

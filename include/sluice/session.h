@@ -42,6 +42,9 @@ enum class EndCause : std::uint8_t {
     Responses,       // UDP: the expected replies came (`responses`)
     BackendRefused,  // UDP: the backend refused (ICMP port unreachable)
     BackendError,    // UDP: the backend socket failed otherwise
+    BackendDown,     // its backend left service and the pool says on_down = "close"
+    AdminShutdown,   // the admin command shutdown sessions
+    PrimaryUp,       // on a backup: a primary came back and the pool says on_up = "close_backup"
 };
 std::string_view to_string(EndCause cause) noexcept;
 

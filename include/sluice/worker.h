@@ -64,6 +64,10 @@ public:
     // Loop thread: one SessionInfo per open session.
     std::vector<SessionInfo> describe_sessions() const;
 
+    // Loop thread: ends this worker's sessions of each of `backends`, both
+    // sides at once; returns how many ended.
+    std::size_t end_backend_sessions(const std::vector<BackendId>& backends, EndCause cause);
+
     // Any thread: the worker's thread binds itself to `cpu`, or to all of
     // `allowed` for kAnyCpu (cpu_affinity.h). A failure is logged; the worker
     // keeps running where it was.
@@ -97,5 +101,11 @@ private:
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::thread thread_;
 };
+
+// Any thread: ends the sessions of `backends` on every worker, each on its
+// own loop, then runs `done(total ended)` on `reply_loop`. (Failover:
+// on_down/on_up; the admin command shutdown sessions.)
+void end_sessions_on_workers(const std::vector<Worker*>& workers, std::vector<BackendId> backends, EndCause cause,
+                             EventLoop& reply_loop, std::function<void(std::size_t)> done);
 
 } // namespace sluice

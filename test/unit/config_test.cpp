@@ -423,8 +423,8 @@ health = { interval = "1s", intervall = "2s" }
 backends = [{ address = "127.0.0.1:9", wieght = 2 }]
 )") == std::vector<std::string>{
         R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log)",
-        R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, backends)",
-        R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: interval, timeout, rise, fall, protocol, send, expect)",
+        R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, backends)",
+        R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: protocol, interval, timeout, rise, fall, port, send, expect, path, expect_status, host, role, user, password_file, database, sslmode, max_lag)",
         R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup)"});
 }
 
@@ -729,12 +729,12 @@ pool = "p"
 
 [pools.p]
 balance = "weighted"
-health = { protocol = "http" }
+health = { protocol = "smtp" }
 backends = [{ address = "127.0.0.1:9" }]
 )") == std::vector<std::string>{
         R"(x.toml:3:12: unknown protocol "sctp", expected one of: tcp, udp)",
         R"(x.toml:7:11: unknown balance "weighted", expected one of: round_robin, least_conn, ip_hash, random)",
-        R"(x.toml:8:23: unknown protocol "http", expected one of: tcp, udp)"});
+        R"(x.toml:8:23: unknown protocol "smtp", expected one of: tcp, udp, http, redis, postgres, mysql)"});
 }
 
 TEST_CASE("cpu_affinity is none by default, \"auto\", or a list of CPU numbers")
@@ -791,7 +791,7 @@ backends = [{ address = "127.0.0.1:9" }]
         R"(x.toml:4:13: responses is set on a tcp listener, expected it only with protocol = "udp")"});
 }
 
-TEST_CASE("a udp health check needs a non-empty send, and send and expect are udp only")
+TEST_CASE("a udp health check needs a non-empty send; a tcp one with send needs expect; http has no send")
 {
     CHECK(errors_in(R"(
 [[listeners]]
@@ -807,13 +807,17 @@ health = { protocol = "udp", send = "" }
 backends = [{ address = "127.0.0.1:9" }]
 
 [pools.c]
-health = { send = "ping", expect = "pong" }
+health = { send = "ping" }
+backends = [{ address = "127.0.0.1:9" }]
+
+[pools.d]
+health = { protocol = "http", send = "GET /" }
 backends = [{ address = "127.0.0.1:9" }]
 )") == std::vector<std::string>{
         R"(x.toml:6:10: [pools.a.health] is missing the required key "send", expected e.g. send = "ping" (the datagram a udp health check sends))",
         R"(x.toml:10:37: send is empty, expected the datagram a udp health check sends)",
-        R"(x.toml:14:19: send is set on a tcp health check, expected it only with protocol = "udp")",
-        R"(x.toml:14:36: expect is set on a tcp health check, expected it only with protocol = "udp")"});
+        R"(x.toml:14:10: [pools.c.health] is missing the required key "expect", expected e.g. expect = "+PONG" (the prefix the reply to send must start with))",
+        R"(x.toml:18:38: send is set on an http health check, expected it only with protocol = "tcp" or "udp")"});
 }
 
 TEST_CASE("bad durations in the config say what is wrong")
