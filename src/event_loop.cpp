@@ -38,6 +38,7 @@ void EventLoop::run()
 {
     owner_ = std::this_thread::get_id();
     ev_run(loop_, 0);
+    owner_ = std::thread::id();  // stopped: whoever tears it down owns it
 }
 
 void EventLoop::break_loop() noexcept { ev_break(loop_, EVBREAK_ALL); }

@@ -228,7 +228,10 @@ private:
     void record(HealthCheckResult result, double took)
     {
         const int rise = awaiting_role_ ? 1 : std::max(check_.rise, 1);
-        const int fall = std::max(check_.fall, 1);
+        // A server that reports the wrong role answered clearly: it is not
+        // a flaky network, and a demoted primary must stop taking writes now,
+        // not after `fall` more probes.
+        const int fall = result.reason == HealthReason::WrongRole ? 1 : std::max(check_.fall, 1);
         BackendTable& table = prober_.table_;
         HealthReport report;
         report.kind = check_.kind;

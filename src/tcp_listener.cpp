@@ -17,10 +17,15 @@ TcpListener::TcpListener(WorkerContext& worker, UniqueFd fd, const ListenerConfi
     resume_timer_.bind<TcpListener, &TcpListener::on_resume>(worker.loop(), this);
 }
 
-void TcpListener::start() { io_.set_events(EV_READ); }
+void TcpListener::start()
+{
+    worker_.loop().assert_loop_thread();
+    io_.set_events(EV_READ);
+}
 
 void TcpListener::stop()
 {
+    worker_.loop().assert_loop_thread();
     io_.stop();
     resume_timer_.stop();
     fd_.reset();
@@ -28,6 +33,7 @@ void TcpListener::stop()
 
 void TcpListener::on_readable(int)
 {
+    worker_.loop().assert_loop_thread();
     SharedState& shared = worker_.shared();
     for (int i = 0; i < kAcceptBatch; ++i) {
         SocketAddress peer;
@@ -97,6 +103,7 @@ bool TcpListener::shed_one_connection()
 
 void TcpListener::on_resume()
 {
+    worker_.loop().assert_loop_thread();
     if (fd_.valid())
         io_.set_events(EV_READ);
 }

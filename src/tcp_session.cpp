@@ -49,6 +49,7 @@ TcpSession::~TcpSession() = default;
 
 void TcpSession::start()
 {
+    worker_.loop().assert_loop_thread();
     // The client socket has TCP_NODELAY from its listener (open_listener_socket).
     connect_next();
 }
@@ -83,6 +84,7 @@ void TcpSession::connect_next()
 
 void TcpSession::on_connect_event(int revents)
 {
+    worker_.loop().assert_loop_thread();
     // A failed connect reports EPOLLERR|EPOLLHUP, which libev passes on as
     // EV_READ and EV_WRITE. EV_WRITE alone is a connect that succeeded; EV_READ
     // means failure or a backend that spoke first, and only then do we pay for
@@ -134,6 +136,7 @@ void TcpSession::on_established()
 
 void TcpSession::on_client_event(int revents)
 {
+    worker_.loop().assert_loop_thread();
     PumpResult up = PumpResult::Ok;
     PumpResult down = PumpResult::Ok;
     if (revents & EV_READ)
@@ -145,6 +148,7 @@ void TcpSession::on_client_event(int revents)
 
 void TcpSession::on_backend_event(int revents)
 {
+    worker_.loop().assert_loop_thread();
     PumpResult up = PumpResult::Ok;
     PumpResult down = PumpResult::Ok;
     if (revents & EV_READ)
@@ -216,6 +220,7 @@ void TcpSession::update_watchers()
 
 void TcpSession::on_timer()
 {
+    worker_.loop().assert_loop_thread();
     if (state_ == State::Connecting) {
         on_connect_failed(SysError::TimedOut);
         return;
@@ -243,6 +248,7 @@ void TcpSession::release_backend() noexcept
 
 void TcpSession::close(EndCause cause)
 {
+    worker_.loop().assert_loop_thread();
     // A reset that came in goes out the other side, so neither peer waits on
     // a half-dead connection.
     if (cause == EndCause::BackendReset)

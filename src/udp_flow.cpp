@@ -137,6 +137,7 @@ void UdpFlow::raise_receive_buffer() noexcept
 // chatty backend cannot starve the other flows.
 void UdpFlow::on_readable(int)
 {
+    listener_.worker().loop().assert_loop_thread();
     std::byte* space = listener_.reply_space();
     IoResult got = read_some(socket_.get(), space, UdpListener::kSlotSize);
     if (got.ok()) [[likely]] {
@@ -188,12 +189,14 @@ UdpListener::~UdpListener() { stop(); }
 
 void UdpListener::start()
 {
+    worker_.loop().assert_loop_thread();
     io_.set_events(EV_READ);
     ev_prepare_start(worker_.loop().raw(), &prepare_);
 }
 
 void UdpListener::stop()
 {
+    worker_.loop().assert_loop_thread();
     if (!fd_.valid())
         return;
     flush_replies();
@@ -207,6 +210,7 @@ void UdpListener::stop()
 
 void UdpListener::on_readable(int)
 {
+    worker_.loop().assert_loop_thread();
     for (int batch = 0; batch < kMaxBatchesPerWake; ++batch) {
         for (int i = 0; i < kBatch; ++i) {
             msghdr& h = receive_headers_[i].msg_hdr;
@@ -380,6 +384,7 @@ void UdpListener::on_prepare(struct ev_loop*, ev_prepare* watcher, int)
 
 void UdpListener::end_flow(UdpFlow& flow, EndCause cause)
 {
+    worker_.loop().assert_loop_thread();
     if (log::enabled(log::Level::Debug)) [[unlikely]]
         log::debug("listener {}: flow {} -> {} ended ({}, {} replies)", config_->name, flow.client().to_string(),
                    flow.pool().label(flow.backend_id()), to_string(cause), flow.replies());
@@ -398,6 +403,7 @@ void UdpListener::record_backend_failure(UdpFlow& flow, SysError error)
 // timeouts"), so the per-datagram path never touches the timer heap.
 void UdpListener::on_idle_timer()
 {
+    worker_.loop().assert_loop_thread();
     double idle = seconds(config_->idle_timeout);
     if (idle <= 0)
         return;

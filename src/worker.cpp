@@ -46,8 +46,12 @@ void Worker::start(std::shared_ptr<const Runtime> runtime, std::vector<UniqueFd>
 
 void Worker::run()
 {
-    for (auto& listener : listeners_)
-        listener->start();
+    // The listeners start on the loop's first turn: from then on this thread
+    // is the loop's (EventLoop::run records it), as their watchers require.
+    context_.loop().post([this] {
+        for (auto& listener : listeners_)
+            listener->start();
+    });
     context_.loop().run();
 }
 

@@ -37,9 +37,15 @@ public:
     ev_tstamp now() const noexcept { return ev_now(loop_); }
     void update_now() noexcept { ev_now_update(loop_); }
 
-    bool in_loop_thread() const noexcept { return std::this_thread::get_id() == owner_; }
-    // Debug builds: aborts unless called on the loop's thread (before run(),
-    // the thread that made the loop). For methods documented "loop thread".
+    // The loop's thread: before run(), the thread that made the loop; while
+    // it runs, the thread running it; after run() returned, any thread (the
+    // one tearing its watchers down, once the running thread was joined).
+    bool in_loop_thread() const noexcept
+    {
+        return owner_ == std::thread::id() || std::this_thread::get_id() == owner_;
+    }
+    // Debug builds: aborts unless in_loop_thread(). For methods documented
+    // "loop thread".
     void assert_loop_thread() const noexcept { assert(in_loop_thread()); }
 
     // Any thread: the CPU time the loop's thread has used (user + system,

@@ -48,20 +48,47 @@ public:
     const EventLoop& loop() const noexcept { return loop_; }
     SharedState& shared() noexcept { return shared_; }
     BackendTable& table() noexcept { return shared_.table; }
-    PipePool& pipes() noexcept { return pipes_; }
-    BufferPool& buffers() noexcept { return buffers_; }
+    // Loop thread only (asserted in debug builds), unless marked otherwise.
+    PipePool& pipes() noexcept
+    {
+        loop_.assert_loop_thread();
+        return pipes_;
+    }
+    BufferPool& buffers() noexcept
+    {
+        loop_.assert_loop_thread();
+        return buffers_;
+    }
     bool splice_enabled() const noexcept { return splice_; }
     // The reserve descriptor a listener gives up to shed a connection at
     // EMFILE (see listener.cpp).
-    UniqueFd& reserve_fd() noexcept { return reserve_fd_; }
+    UniqueFd& reserve_fd() noexcept
+    {
+        loop_.assert_loop_thread();
+        return reserve_fd_;
+    }
     // The configuration generation new sessions start under.
     const std::shared_ptr<WorkerRuntime>& runtime() const noexcept { return worker_runtime_; }
-    void set_runtime(std::shared_ptr<WorkerRuntime> generation) noexcept { worker_runtime_ = std::move(generation); }
+    void set_runtime(std::shared_ptr<WorkerRuntime> generation) noexcept
+    {
+        loop_.assert_loop_thread();
+        worker_runtime_ = std::move(generation);
+    }
     // This worker's sessions and bytes per backend (summed by the admin thread).
-    BackendCounters& backend_counters() noexcept { return backend_counters_; }
+    BackendCounters& backend_counters() noexcept
+    {
+        loop_.assert_loop_thread();
+        return backend_counters_;
+    }
+    // Any thread (the admin thread sums them).
     const BackendCounters& backend_counters() const noexcept { return backend_counters_; }
     // Every live session of this worker, TCP and UDP.
-    SessionRegistry& sessions() noexcept { return sessions_; }
+    SessionRegistry& sessions() noexcept
+    {
+        loop_.assert_loop_thread();
+        return sessions_;
+    }
+    // Any thread: session_count() only.
     const SessionRegistry& sessions() const noexcept { return sessions_; }
 
 private:
