@@ -1211,14 +1211,22 @@ backends = [{ address = "127.0.0.1:9" }]
 health = { protocol = "redis", path = "/", expect = "PONG", send = "PING" }
 backends = [{ address = "127.0.0.1:9" }]
 )"),
-         {R"(x.toml:2:19: role is set on a tcp health check, expected it only with protocol = "redis" or "postgres" or "mysql")",
-          R"(x.toml:6:38: user is set on an http health check, expected it only with protocol = "redis" or "postgres" or "mysql")",
-          R"(x.toml:6:59: max_lag is set on an http health check, expected it only with protocol = "redis" or "postgres" or "mysql")",
+         {R"(x.toml:2:19: role is set on a tcp health check, expected it only with protocol = "redis", "postgres" or "mysql")",
+          R"(x.toml:6:38: user is set on an http health check, expected it only with protocol = "redis", "postgres" or "mysql")",
+          R"(x.toml:6:59: max_lag is set on an http health check, expected it only with protocol = "redis", "postgres" or "mysql")",
           R"(x.toml:10:61: database is set on a mysql health check, expected it only with protocol = "postgres")",
           R"(x.toml:10:78: sslmode is set on a mysql health check, expected it only with protocol = "postgres")",
           R"(x.toml:14:39: path is set on a redis health check, expected it only with protocol = "http")",
-          R"(x.toml:14:53: expect is set on a redis health check, expected it only with protocol = "tcp" or "udp" or "http")",
+          R"(x.toml:14:53: expect is set on a redis health check, expected it only with protocol = "tcp", "udp" or "http")",
           R"(x.toml:14:68: send is set on a redis health check, expected it only with protocol = "tcp" or "udp")"}},
+
+        {"a key of another kind does not hide the other errors of the check", with_listener(R"(
+[pools.p]
+health = { protocol = "postgres", path = "/" }
+backends = [{ address = "127.0.0.1:9" }]
+)"),
+         {R"(x.toml:2:10: [pools.p.health] is missing the required key "user", expected e.g. user = "monitor" (the login the check uses))",
+          R"(x.toml:2:42: path is set on a postgres health check, expected it only with protocol = "http")"}},
 
         {"an http path must start with / and expect_status must be an HTTP status", with_listener(R"(
 [pools.p]
@@ -1349,7 +1357,7 @@ password_file = "{}"
              fmt::format(R"(password_file "{}" holds more than one line, expected one password)", two_breaks))}},
         {"a NUL byte cannot be sent in a password", config_with(with_nul),
          {error_at(
-             fmt::format(R"(password_file "{}" holds more than one line, expected one password)", with_nul))}},
+             fmt::format(R"(password_file "{}" holds a NUL byte, expected a file holding one password)", with_nul))}},
         {"a file over 64 KiB", config_with(huge),
          {error_at(
              fmt::format(R"(password_file "{}" is larger than 64 KiB, expected a file holding one password)", huge))}},
