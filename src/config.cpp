@@ -746,8 +746,9 @@ private:
         in.integer("port", IntRange{1, 65535}, health.port);
         if (in.has("protocol") && !in.choice("protocol", kHealthKinds, health.kind))
             return health;  // the other keys' meaning depends on the kind
-        if (!reject_keys_of_other_kinds(in, health.kind))
-            return health;
+        // A key of another kind is reported and then ignored: the kind's own
+        // keys are still checked, so every error shows in one run.
+        reject_keys_of_other_kinds(in, health.kind);
         in.string("send", health.send);
         in.string("expect", health.expect);
         switch (health.kind) {
@@ -766,9 +767,8 @@ private:
 
     // Each kind takes the common keys and its own; another kind's key is a
     // mistake worth naming (role on a tcp check would silently check nothing).
-    bool reject_keys_of_other_kinds(const TableReader& in, HealthCheckConfig::Kind kind) const
+    void reject_keys_of_other_kinds(const TableReader& in, HealthCheckConfig::Kind kind) const
     {
-        bool ok = true;
         for (const KindSpecificKey& spec : kKindSpecificKeys) {
             const toml::node* value = in.node(spec.key);
             if (!value || (spec.kinds & kind_bit(kind)))
@@ -777,13 +777,15 @@ private:
             for (const auto& choice : kHealthKinds)
                 if (spec.kinds & kind_bit(choice.value))
                     takers.push_back(fmt::format(R"("{}")", choice.name));
+            // "tcp" or "udp"; "redis", "postgres" or "mysql"
+            std::string last = std::move(takers.back());
+            takers.pop_back();
+            std::string kinds = takers.empty() ? last : fmt::format("{} or {}", fmt::join(takers, ", "), last);
             diag_.report(value->source().begin,
                          fmt::format("{} is set on {} {} health check, expected it only with protocol = {}", spec.key,
                                      kind == HealthCheckConfig::Kind::Http ? "an" : "a", name_of(kHealthKinds, kind),
-                                     fmt::join(takers, " or ")));
-            ok = false;
+                                     kinds));
         }
-        return ok;
     }
 
     void read_http_check(const TableReader& in, HealthCheckConfig& health) const
@@ -878,7 +880,14 @@ private:
                          fmt::format(R"(password_file "{}" is empty, expected a file holding the password)", path));
             return;
         }
-        if (text.find_first_of("\r\n") != std::string::npos || text.find('\0') != std::string::npos) {
+        if (text.find('\0') != std::string::npos) {
+            // postgres sends a password NUL-terminated: a NUL in the file is a mistake.
+            diag_.report(node.source().begin,
+                         fmt::format(R"(password_file "{}" holds a NUL byte, expected a file holding one password)",
+                                     path));
+            return;
+        }
+        if (text.find_first_of("\r\n") != std::string::npos) {
             diag_.report(node.source().begin,
                          fmt::format(R"(password_file "{}" holds more than one line, expected one password)", path));
             return;
