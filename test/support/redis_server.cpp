@@ -105,6 +105,42 @@ RedisOptions redis_replica(std::string password, std::uint16_t master_port)
     return options;
 }
 
+namespace {
+
+std::optional<std::uint16_t> ask_port(int fd, const std::string& password, bool quit)
+{
+    set_receive_timeout(fd, 5s);
+    std::string request = redis_command_bytes({"AUTH", password}) + redis_command_bytes({"CONFIG", "GET", "port"});
+    if (quit)
+        request += redis_command_bytes({"QUIT"});
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+        return std::nullopt;
+    ReplyReader reader(fd);
+    if (reader.reply() != "+OK")
+        return std::nullopt;
+    std::string reply = reader.reply();  // "port\nNNNN"
+    if (!reply.starts_with("port\n"))
+        return std::nullopt;
+    if (quit)
+        reader.reply();
+    return static_cast<std::uint16_t>(std::strtoul(reply.c_str() + 5, nullptr, 10));
+}
+
+} // namespace
+
+std::optional<std::uint16_t> redis_port_behind(std::uint16_t port, const std::string& password)
+{
+    Fd fd(connect_tcp(port));
+    return ask_port(fd, password, true);
+}
+
+Fd open_redis_session(std::uint16_t port, const std::string& password, std::uint16_t* behind)
+{
+    Fd fd(connect_tcp(port));
+    *behind = ask_port(fd, password, false).value_or(0);
+    return fd;
+}
+
 std::string RedisServer::binary()
 {
     const char* configured = std::getenv("REDIS_SERVER_BIN");

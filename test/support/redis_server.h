@@ -69,6 +69,15 @@ private:
     std::unique_ptr<Process> process_;
 };
 
+// Through whatever listens on 127.0.0.1:`port` (sluice, or a server): logs
+// in as the default user with `password`, asks CONFIG GET port and QUITs.
+// The port of the redis-server that answered; nullopt if none did.
+std::optional<std::uint16_t> redis_port_behind(std::uint16_t port, const std::string& password);
+
+// A session held open through 127.0.0.1:`port`: logged in, PING answered.
+// `behind` receives the answering server's port (0 if the login failed).
+Fd open_redis_session(std::uint16_t port, const std::string& password, std::uint16_t* behind);
+
 // The Redis wire form of one command: an array of bulk strings.
 std::string redis_command_bytes(const std::vector<std::string>& args);
 
