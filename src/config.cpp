@@ -29,6 +29,7 @@
 #include <unordered_map>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -818,7 +819,9 @@ private:
         }
         if (health.kind == Kind::Postgres) {
             health.database = "postgres";
-            in.string("database", health.database);
+            if (in.string("database", health.database) && health.database.empty())
+                diag_.report(in.node("database")->source().begin,
+                             "database is empty, expected the database the check logs in to (default \"postgres\")");
             std::string_view mode;
             if (in.choice("sslmode", kSslModes, mode))
                 health.sslmode = mode;
@@ -843,10 +846,20 @@ private:
                                               "password (or no password_file for none)");
             return;
         }
-        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        // O_NONBLOCK: a FIFO must not hang the config read (and with it a
+        // reload on the control thread); only a regular file is accepted.
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
         if (!fd) {
             diag_.report(node.source().begin, fmt::format(R"(password_file "{}" cannot be opened: {})", path,
                                                           std::generic_category().message(errno)));
+            return;
+        }
+        struct stat info {};
+        if (::fstat(fd.get(), &info) == 0 && !S_ISREG(info.st_mode) && !S_ISDIR(info.st_mode)) {
+            diag_.report(node.source().begin,
+                         fmt::format(R"(password_file "{}" is not a regular file, expected a file holding the )"
+                                     "password",
+                                     path));
             return;
         }
         std::string text;

@@ -8,6 +8,8 @@
 #include "sluice/config.h"
 
 #include <catch2/catch.hpp>
+
+#include <sys/stat.h>
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -1260,10 +1262,12 @@ backends = [{ address = "127.0.0.1:9" }]
 [pools.r.health]
 protocol = "postgres"
 user = ""
+database = ""
 )"),
          {R"(x.toml:2:10: [pools.p.health] is missing the required key "user", expected e.g. user = "monitor" (the login the check uses))",
           R"(x.toml:8:1: [pools.q.health] is missing the required key "user", expected e.g. user = "monitor" (the login the check uses))",
-          "x.toml:16:8: user is empty, expected the login the check uses"}},
+          "x.toml:16:8: user is empty, expected the login the check uses",
+          R"(x.toml:17:12: database is empty, expected the database the check logs in to (default "postgres"))"}},
 
         {"max_lag with role primary, an unknown role or sslmode, a max_lag without a unit", with_listener(R"(
 [pools.p]
@@ -1340,7 +1344,12 @@ password_file = "{}"
     const std::string two_breaks = dir.write("two_breaks", "secret\n\n");
     const std::string with_nul = dir.write("with_nul", std::string("sec\0ret\n", 8));
     const std::string huge = dir.write("huge", std::string(64 * 1024 + 1, 'x'));
+    const std::string fifo = dir.path() + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     run(std::vector<ErrorCase>{
+        {"a FIFO is refused without waiting for a writer", config_with(fifo),
+         {error_at(fmt::format(R"(password_file "{}" is not a regular file, expected a file holding the password)",
+                               fifo))}},
         {"a missing file cannot be opened", config_with(missing),
          {error_at(fmt::format(R"(password_file "{}" cannot be opened: No such file or directory)", missing))}},
         {"a directory cannot be read", config_with(dir.path()),
