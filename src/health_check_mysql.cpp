@@ -144,12 +144,20 @@ public:
         init_library_once();
         mysql_ = mysql_init(nullptr);
         if (mysql_ == nullptr) {
-            finish_now(HealthCheckResult::fail(HealthReason::Other, "out of memory (mysql_init)"));
+            HealthCheckResult result = HealthCheckResult::fail(HealthReason::Other, "out of memory (mysql_init)");
+            result.local_shortage = true;
+            finish_now(std::move(result));
             return false;
         }
         const unsigned protocol = MYSQL_PROTOCOL_TCP;
         const std::size_t max_packet = kMaxPacket;
-        mysql_options(mysql_, MYSQL_OPT_NONBLOCK, nullptr);
+        // Without its coroutine stack every call below would block the loop.
+        if (mysql_options(mysql_, MYSQL_OPT_NONBLOCK, nullptr) != 0) {
+            HealthCheckResult result = HealthCheckResult::fail(HealthReason::Other, "out of memory (MYSQL_OPT_NONBLOCK)");
+            result.local_shortage = true;
+            finish_now(std::move(result));
+            return false;
+        }
         mysql_options(mysql_, MYSQL_OPT_PROTOCOL, &protocol);
         mysql_options(mysql_, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
         mysql_options(mysql_, MYSQL_SET_CHARSET_NAME, "utf8mb4");

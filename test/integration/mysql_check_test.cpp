@@ -313,3 +313,69 @@ TEST_CASE("a server that answers 100 MB fails without buffering it")
     CHECK(rss_kib(::getpid()) - rss_before < 16 * 1024);
     CHECK(open_sockets() == sockets_before);
 }
+
+namespace {
+
+// A MySQL packet: 3-byte little-endian length, sequence number, payload.
+std::string packet(std::uint8_t sequence, const std::string& payload)
+{
+    std::string out;
+    out += static_cast<char>(payload.size() & 0xff);
+    out += static_cast<char>((payload.size() >> 8) & 0xff);
+    out += static_cast<char>((payload.size() >> 16) & 0xff);
+    out += static_cast<char>(sequence);
+    return out + payload;
+}
+
+// A protocol-10 greeting offering mysql_native_password, any password taken.
+std::string greeting()
+{
+    using namespace std::string_literals;
+    std::string payload = "\x0a"s + "5.5.5-10.11.0-MariaDB"s + '\0';
+    payload += "\x01\x00\x00\x00"s;           // connection id
+    payload += "abcdefgh"s + '\0';            // scramble, first 8 bytes, filler
+    payload += "\x01\xa2"s;                   // capabilities: long password, 4.1 protocol, transactions, secure connection
+    payload += "\x21\x02\x00"s;               // utf8, autocommit status
+    payload += "\x08\x00"s;                   // capabilities, upper half: plugin auth
+    payload += "\x15"s + std::string(10, '\0');
+    payload += "ijklmnopqrst"s + '\0';        // scramble, last 12 bytes
+    payload += "mysql_native_password"s + '\0';
+    return packet(0, payload);
+}
+
+} // namespace
+
+TEST_CASE("a server that logs the check in and never answers its query: destroying the check does not wait")
+{
+    std::atomic<int> queries{0};
+    std::atomic<int> saw_close{0};
+    const std::size_t sockets_before = open_sockets();
+    {
+        ScriptedServer mute([&](int fd) {
+            std::string hello = greeting();
+            ::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL);
+            char buffer[4096];
+            if (::recv(fd, buffer, sizeof buffer, 0) <= 0)  // the login
+                return;
+            const std::string ok = packet(2, std::string("\x00\x00\x00\x02\x00\x00\x00", 7));
+            ::send(fd, ok.data(), ok.size(), MSG_NOSIGNAL);
+            ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);  // the query, never answered
+            if (got > 4 && buffer[4] == 0x03)                    // COM_QUERY
+                queries.fetch_add(1);
+            while ((got = ::recv(fd, buffer, sizeof buffer, 0)) > 0) {
+            }
+            if (got == 0)
+                saw_close.fetch_add(1);
+        });
+        const auto start = Clock::now();
+        Probe run(mysql_check(), mute.port(), 500ms);
+        const auto took = Clock::now() - start;
+        CHECK_FALSE(run.result_);
+        CHECK(queries.load() == 1);
+        // The probe ran 500 ms; its destruction (COM_QUIT on a shut-down
+        // socket) added no wait of its own.
+        CHECK(took < 700ms);
+        CHECK(wait_until([&] { return saw_close.load() == 1; }, 5s));
+    }
+    CHECK(open_sockets() == sockets_before);
+}
