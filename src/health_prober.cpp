@@ -273,7 +273,10 @@ private:
             down_reason_ = result.reason;
             logged_reason_ = result.reason;
             table.set_health(id_, Health::Down, result.reason);
-            log::warning("{} is DOWN ({}, {}/{})", label_, result.detail, failures_, fall);
+            if (result.reason == HealthReason::WrongRole)
+                log::warning("{} is DOWN ({}: the wrong role takes it out at once)", label_, result.detail);
+            else
+                log::warning("{} is DOWN ({}, {}/{})", label_, result.detail, failures_, fall);
         } else if (verdict_ == Health::Down && result.reason != down_reason_) {
             // Still down, for another reason now: keep `show servers` current
             // and say it once.
