@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -132,6 +133,7 @@ void PostgresServer::start_postmaster(const Options& options)
 PostgresServer::~PostgresServer()
 {
     if (process_ && process_->running()) {
+        signal_all(SIGCONT);            // if a test froze it
         process_->send_signal(SIGINT);  // fast shutdown
         process_->wait_exit(10s);
     }
@@ -148,6 +150,28 @@ void PostgresServer::promote()
 {
     run(as_postgres_user("pg_ctl", {"promote", "-w", "-D", data_}));
     REQUIRE(wait_until([&] { return query("SELECT pg_is_in_recovery()") == "f"; }, 30s));
+}
+
+void PostgresServer::signal_all(int signal)
+{
+    // Children first: once the postmaster is gone they belong to init.
+    const pid_t postmaster = process_->pid();
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+        std::ifstream stat(entry.path() / "stat");
+        std::string line;
+        if (!std::getline(stat, line))
+            continue;
+        // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+        auto close = line.rfind(')');
+        if (close == std::string::npos)
+            continue;
+        char state = 0;
+        long ppid = 0;
+        if (std::sscanf(line.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == postmaster)
+            ::kill(static_cast<pid_t>(std::stol(entry.path().filename().string())), signal);
+    }
+    ::kill(postmaster, signal);
 }
 
 void PostgresServer::kill()

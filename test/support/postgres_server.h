@@ -51,6 +51,10 @@ public:
     void promote();
     // SIGKILL the postmaster, as a crash would; its backends exit on their own.
     void kill();
+    // Sends `signal` to the postmaster and every process it started (its
+    // backends): SIGSTOP freezes the server as a hung host would, its TCP
+    // connections staying open; SIGCONT thaws it.
+    void signal_all(int signal);
     bool running() { return process_ && process_->running(); }
 
 private:
