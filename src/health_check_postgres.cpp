@@ -183,12 +183,19 @@ private:
         io_.set_events(events);
     }
 
-    void on_ready(int)
+    void on_ready(int revents)
     {
         if (!logged_in_)
             return poll_login();
-        if (flushing_)
+        if (flushing_) {
+            // libpq's rule for a blocked send: consume what the server sent
+            // (a readable socket would otherwise wake the loop again at once).
+            if ((revents & EV_READ) && PQconsumeInput(conn_.get()) == 0)
+                return finish(classify(PQerrorMessage(conn_.get())));
+            if (over_limit())
+                return finish(too_much());
             return flush_query();
+        }
         read_result();
     }
 
@@ -220,6 +227,7 @@ private:
             return watch(EV_READ | EV_WRITE);  // libpq reads too while flushing
         flushing_ = false;
         watch(EV_READ);
+        read_result();  // the answer may already be in libpq's buffer (read while flushing)
     }
 
     void read_result()
