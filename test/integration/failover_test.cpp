@@ -179,3 +179,51 @@ TEST_CASE("shutdown sessions closes one backend's sessions on demand and leaves 
     Client again(port);
     CHECK(!again.hello().empty());
 }
+
+TEST_CASE("an http check on a separate port (Patroni's REST API style) follows 200 and 503")
+{
+    ToggledBackend a("A");
+    std::atomic<int> status{200};
+    ScriptedServer api([&status](int fd) {
+        char buffer[2048];
+        std::string request;
+        while (request.find("\r\n\r\n") == std::string::npos) {
+            ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+            if (n <= 0)
+                return;
+            request.append(buffer, static_cast<std::size_t>(n));
+        }
+        const bool primary_asked = request.starts_with("GET /primary HTTP/1.0\r\n");
+        const std::string reply = status == 200 && primary_asked
+            ? "HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"role\":\"master\"}"
+            : "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+        ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+    });
+    Sluice sluice(ops_config({{"a", a.address()}},
+                             fmt::format("health = {{ protocol = \"http\", port = {}, path = \"/primary\", "
+                                         "interval = \"50ms\", timeout = \"1s\", rise = 1, fall = 1 }}",
+                                         api.port())));
+    AdminClient admin(admin_path(sluice));
+    REQUIRE(wait_until([&] {
+        return admin.command("show servers").find("http   ") != std::string::npos
+            && admin.command("show servers").find("pass: HTTP 200 OK") != std::string::npos;
+    }));
+    Client first(sluice.port("front"));
+    CHECK(first.hello() == "A");
+
+    status = 503;
+    REQUIRE(wait_until([&] { return admin.command("show servers").find("fail: HTTP 503 Service Unavailable")
+                                    != std::string::npos; }));
+    std::string servers = admin.command("show servers");
+    INFO(servers);
+    CHECK(servers.find("down    http status") != std::string::npos);
+    CHECK(sluice.process().wait_for_line("p/a is DOWN (HTTP 503 Service Unavailable, 1/1)"));
+    CHECK(http_get(sluice.metrics_port(), "/metrics").find(
+              "sluice_backend_check_status{pool=\"p\",backend=\"a\",address=\"" + a.address() + "\",check=\"http\"} 0")
+          != std::string::npos);
+
+    status = 200;
+    CHECK(sluice.process().wait_for_line("p/a is UP (1/1 checks passed: HTTP 200 OK)"));
+    Client again(sluice.port("front"));
+    CHECK(again.hello() == "A");
+}

@@ -515,3 +515,71 @@ TEST_CASE("a udp backend that answers something else goes down")
     INFO(p.log.text());
     CHECK(logged_once(p.log, "dns/ns1 is DOWN (expect mismatch: got "));
 }
+
+TEST_CASE("a backend failing for the same reason is logged once; a new reason once more; reports carry the words")
+{
+    UdpBackend backend(std::string("NOPE"));
+    Probing p;
+    HealthCheckConfig check = fast_udp_check("PING", "PONG");
+    check.fall = 1;
+    p.start({make_pool("dns", {{"ns1", backend.address()}}, check)});
+    BackendId a = p.id("dns", 0);
+
+    REQUIRE(eventually([&] {
+        backend.serve();
+        return p.down(a);
+    }));
+    // Ten more failing probes, same reason: no further line.
+    const int seen = backend.serve();
+    REQUIRE(eventually([&] { return backend.serve() >= seen + 10; }));
+    CHECK(p.log.count("dns/ns1 is DOWN") == 1);
+    CHECK(p.log.count("still DOWN") == 0);
+    std::optional<HealthReport> report = p.prober.reports().get(a);
+    REQUIRE(report);
+    CHECK(report->checked);
+    CHECK_FALSE(report->passed);
+    CHECK(report->kind == HealthCheckConfig::Kind::Udp);
+    CHECK(report->detail == R"(expect mismatch: got "NOPE")");
+    CHECK(report->duration_seconds >= 0.0);
+    CHECK(report->duration_seconds < 1.0);
+}
+
+TEST_CASE("a backend that changes reason while down is logged once for the new reason")
+{
+    std::optional<UdpBackend> backend(std::in_place, std::string("NOPE"));
+    const SocketAddress address = backend->address();
+    Probing p;
+    HealthCheckConfig check = fast_udp_check("PING", "PONG");
+    check.fall = 1;
+    p.start({make_pool("dns", {{"ns1", address}}, check)});
+    BackendId a = p.id("dns", 0);
+    REQUIRE(eventually([&] {
+        backend->serve();
+        return p.down(a);
+    }));
+    backend.reset();  // the port closes: ICMP port unreachable from now on
+    REQUIRE(eventually([&] { return p.reason(a) == HealthReason::ConnectionRefused; }));
+    INFO(p.log.text());
+    CHECK(logged_once(p.log, "dns/ns1 is still DOWN, now: connection refused"));
+    // A few more refused probes (interval 100 ms) add nothing.
+    std::this_thread::sleep_for(500ms);
+    CHECK(p.log.count("still DOWN") == 1);
+    CHECK(p.log.count("is DOWN") == 1);
+}
+
+TEST_CASE("the check's port replaces the backend's port for probes only")
+{
+    TcpBackend health_port;
+    Probing p;
+    HealthCheckConfig check = fast_tcp_check();
+    check.port = health_port.address().port();
+    // The backend's own port is closed: only the check's port answers.
+    p.start({make_pool("db", {{"pg-a", closed_tcp_port()}}, check)});
+    BackendId a = p.id("db", 0);
+    REQUIRE(eventually([&] { return health_port.accepted() >= 4; }));
+    CHECK(p.up(a));
+    std::optional<HealthReport> report = p.prober.reports().get(a);
+    REQUIRE(report);
+    CHECK(report->passed);
+    CHECK(report->detail == "connected");
+}

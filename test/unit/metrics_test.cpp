@@ -86,3 +86,41 @@ TEST_CASE("prometheus label values escape backslash, quote and newline")
 {
     CHECK(escape_label("a\\b\"c\nd") == "a\\\\b\\\"c\\nd");
 }
+
+TEST_CASE("checked backends report their last check's status, duration and role; unchecked ones none")
+{
+    StatsSnapshot snap;
+    BackendSnapshot primary;
+    primary.pool = "rw";
+    primary.name = "pg1";
+    primary.address = "10.0.0.1:5432";
+    primary.check = "postgres";
+    primary.checked = true;
+    primary.check_passed = true;
+    primary.role = "primary";
+    primary.check_seconds = 0.0042;
+    BackendSnapshot replica = primary;
+    replica.name = "pg2";
+    replica.check_passed = false;
+    replica.role = "replica";
+    BackendSnapshot plain = primary;
+    plain.name = "plain";
+    plain.check.clear();
+    plain.checked = false;
+    snap.backends = {primary, replica, plain};
+    const std::string text = format_prometheus(snap);
+    const std::string pg1 = R"(pool="rw",backend="pg1",address="10.0.0.1:5432")";
+    const std::string pg2 = R"(pool="rw",backend="pg2",address="10.0.0.1:5432")";
+    CHECK(text.find("\nsluice_backend_check_status{" + pg1 + ",check=\"postgres\"} 1\n"
+                    "sluice_backend_check_status{" + pg2 + ",check=\"postgres\"} 0\n# HELP")
+          != std::string::npos);
+    CHECK(text.find("\nsluice_backend_check_duration_seconds{" + pg1 + "} 0.004200\n") != std::string::npos);
+    CHECK(text.find("\nsluice_backend_role{" + pg1 + ",role=\"primary\"} 1\n"
+                    "sluice_backend_role{" + pg1 + ",role=\"replica\"} 0\n"
+                    "sluice_backend_role{" + pg1 + ",role=\"unknown\"} 0\n"
+                    "sluice_backend_role{" + pg2 + ",role=\"primary\"} 0\n"
+                    "sluice_backend_role{" + pg2 + ",role=\"replica\"} 1\n")
+          != std::string::npos);
+    CHECK(text.find("backend=\"plain\",address=\"10.0.0.1:5432\",check=") == std::string::npos);
+    CHECK(text.find("sluice_backend_role{pool=\"rw\",backend=\"plain\"") == std::string::npos);
+}
