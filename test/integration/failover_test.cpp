@@ -73,6 +73,14 @@ struct Client {
     }
 };
 
+std::vector<Client> open_clients(std::uint16_t port, int count)
+{
+    std::vector<Client> clients;
+    for (int i = 0; i < count; ++i)
+        clients.emplace_back(port);
+    return clients;
+}
+
 std::string read_file(const std::string& path)
 {
     std::ifstream in(path);
@@ -130,9 +138,7 @@ TEST_CASE("maint takes a backend out of service and closes its sessions with on_
     Sluice sluice(ops_config({{"a", a.address()}, {"b", b.address()}},
                              "on_down = \"close\"\nbalance = \"round_robin\"", "workers = 1"));
     const std::uint16_t port = sluice.port("front");
-    std::vector<Client> clients;
-    for (int i = 0; i < 4; ++i)
-        clients.emplace_back(port);
+    std::vector<Client> clients = open_clients(port, 4);
     std::vector<std::string> served;
     for (Client& c : clients)
         served.push_back(c.hello());
@@ -158,9 +164,7 @@ TEST_CASE("shutdown sessions closes one backend's sessions on demand and leaves 
     ToggledBackend a("A"), b("B");
     Sluice sluice(ops_config({{"a", a.address()}, {"b", b.address()}}, "", "workers = 1"));
     const std::uint16_t port = sluice.port("front");
-    std::vector<Client> clients;
-    for (int i = 0; i < 4; ++i)
-        clients.emplace_back(port);
+    std::vector<Client> clients = open_clients(port, 4);
     std::vector<std::string> served;
     for (Client& c : clients)
         served.push_back(c.hello());
