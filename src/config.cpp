@@ -54,14 +54,16 @@ constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners
 constexpr std::array<std::string_view, 7> kGlobalKeys{
     "workers", "max_connections", "drain_timeout", "pipe_size", "backlog", "splice", "cpu_affinity"};
 constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
-constexpr std::array<std::string_view, 7> kListenerKeys{
-    "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log"};
-constexpr std::array<std::string_view, 9> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
-                                                    "fail_timeout", "health", "on_down", "on_up", "backends"};
+constexpr std::array<std::string_view, 10> kListenerKeys{
+    "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log",
+    "accept_proxy", "accept_proxy_from", "proxy_timeout"};
+constexpr std::array<std::string_view, 10> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
+                                                     "fail_timeout", "health", "on_down", "on_up", "backends",
+                                                     "send_proxy"};
 constexpr std::array<std::string_view, 17> kHealthKeys{
     "protocol", "interval", "timeout", "rise", "fall", "port", "send", "expect", "path", "expect_status", "host",
     "role", "user", "password_file", "database", "sslmode", "max_lag"};
-constexpr std::array<std::string_view, 4> kBackendKeys{"address", "weight", "name", "backup"};
+constexpr std::array<std::string_view, 5> kBackendKeys{"address", "weight", "name", "backup", "send_proxy"};
 
 template <typename E>
 struct Choice {
@@ -99,6 +101,11 @@ constexpr std::array<Choice<PoolConfig::OnDown>, 2> kOnDown{{
 constexpr std::array<Choice<PoolConfig::OnUp>, 2> kOnUp{{
     {"keep", PoolConfig::OnUp::Keep},
     {"close_backup", PoolConfig::OnUp::CloseBackup},
+}};
+constexpr std::array<Choice<ProxyVersion>, 3> kSendProxy{{
+    {"off", ProxyVersion::Off},
+    {"v1", ProxyVersion::V1},
+    {"v2", ProxyVersion::V2},
 }};
 // libpq's sslmode values.
 constexpr std::array<Choice<std::string_view>, 6> kSslModes{{
@@ -729,8 +736,9 @@ private:
             pool.health = read_health(name, *health);
         in.choice("on_down", kOnDown, pool.on_down);
         in.choice("on_up", kOnUp, pool.on_up);
+        in.choice("send_proxy", kSendProxy, pool.send_proxy);
         if (in.require("backends", R"(backends = [{ address = "10.0.0.1:5432" }])"))
-            pool.backends = read_backends(name, *in.node("backends"));
+            pool.backends = read_backends(name, *in.node("backends"), pool.send_proxy);
         return pool;
     }
 
@@ -919,7 +927,9 @@ private:
             diag_.report(send->source().begin, "send is empty, expected the datagram a udp health check sends");
     }
 
-    std::vector<BackendConfig> read_backends(const std::string& pool, const toml::node& node) const
+    // `send_proxy`: the pool's, for backends that do not set their own.
+    std::vector<BackendConfig> read_backends(const std::string& pool, const toml::node& node,
+                                             ProxyVersion send_proxy) const
     {
         std::vector<BackendConfig> backends;
         const toml::array* array = node.as_array();
@@ -937,7 +947,7 @@ private:
         BackendIndex index;
         for (const toml::table* table : tables_in(*array, "a backend", kBackendExpected)) {
             TableReader in(diag_, *table, written);
-            auto [backend, origin] = read_backend(in);
+            auto [backend, origin] = read_backend(in, send_proxy);
             if (!origin.valid)
                 continue;
             check_unique_backend(pool, backend, origin, backends.size(), origins, index);
@@ -947,15 +957,17 @@ private:
         return backends;
     }
 
-    std::pair<BackendConfig, Origin> read_backend(const TableReader& in) const
+    std::pair<BackendConfig, Origin> read_backend(const TableReader& in, ProxyVersion send_proxy) const
     {
         BackendConfig backend;
+        backend.send_proxy = send_proxy;
         Origin origin;
         in.reject_unknown_keys(kBackendKeys);
         if (in.require("address", R"(address = "10.0.0.1:5432")"))
             origin.valid = in.address("address", PortRule::NonZero, backend.address);
         in.integer("weight", IntRange{1, 256}, backend.weight);
         in.boolean("backup", backend.backup);
+        in.choice("send_proxy", kSendProxy, backend.send_proxy);
         origin.named = in.name("name", backend.name);
         if (origin.valid)
             locate(in, "address", backend.address, origin, backend.name);
@@ -1054,11 +1066,65 @@ private:
         else
             in.integer("responses", kNonNegative, listener.responses);
         in.string("access_log", listener.access_log);
+        if (protocol_valid)
+            read_accept_proxy(in, listener);
         origin.named = in.name("name", listener.name);
         origin.valid = origin.valid && protocol_valid;
         if (origin.valid)
             locate(in, "listen", listener.listen, origin, listener.name);
         return {std::move(listener), origin};
+    }
+
+    // accept_proxy, accept_proxy_from, proxy_timeout. The trusted list is
+    // required with accept_proxy: without it anyone could claim any address.
+    void read_accept_proxy(const TableReader& in, ListenerConfig& listener) const
+    {
+        const bool any = in.has("accept_proxy") || in.has("accept_proxy_from") || in.has("proxy_timeout");
+        if (any && listener.protocol == Protocol::Udp) {
+            for (std::string_view key : {"accept_proxy", "accept_proxy_from", "proxy_timeout"})
+                if (in.has(key))
+                    diag_.report(in.node(key)->source().begin,
+                                 fmt::format(R"({} is set on a udp listener, expected it only with protocol = "tcp" )"
+                                             "(the PROXY protocol header starts a TCP stream)",
+                                             key));
+            return;
+        }
+        in.boolean("accept_proxy", listener.accept_proxy);
+        in.duration("proxy_timeout", DurationRule::Positive, listener.proxy_timeout);
+        if (in.has("accept_proxy_from")) {
+            read_cidr_list(*in.node("accept_proxy_from"), "accept_proxy_from", listener.accept_proxy_from);
+            if (!listener.accept_proxy && in.node("accept_proxy") == nullptr)
+                diag_.report(in.node("accept_proxy_from")->source().begin,
+                             "accept_proxy_from is set but accept_proxy is not, expected accept_proxy = true with it");
+        } else if (listener.accept_proxy) {
+            diag_.report(in.node("accept_proxy")->source().begin,
+                         R"(accept_proxy is true but accept_proxy_from is missing, expected e.g. )"
+                         R"(accept_proxy_from = ["10.0.0.0/8"] (the proxies trusted to announce client addresses))");
+        }
+    }
+
+    // An array of "ADDRESS[/LEN]" strings into `out`; each bad entry is
+    // reported at its own position.
+    void read_cidr_list(const toml::node& node, std::string_view key, CidrSet& out) const
+    {
+        constexpr std::string_view expected = R"(an array of CIDR strings such as ["10.0.0.0/8", "2001:db8::/32"])";
+        const toml::array* array = node.as_array();
+        if (!array) {
+            diag_.report_type(node, key, expected);
+            return;
+        }
+        if (array->empty()) {
+            diag_.report(node.source().begin, fmt::format("{} is empty, expected {}", key, expected));
+            return;
+        }
+        for (const toml::node& entry : *array) {
+            if (!entry.is_string()) {
+                diag_.report_type(entry, fmt::format("an entry of {}", key), "a CIDR string such as \"10.0.0.0/8\"");
+                continue;
+            }
+            if (std::optional<std::string> problem = out.add(entry.as_string()->get()))
+                diag_.report(entry.source().begin, fmt::format("{} entry {}", key, *problem));
+        }
     }
 
     void read_pool_reference(const TableReader& in, const std::vector<std::string>& pools, std::string& out) const

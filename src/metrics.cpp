@@ -166,7 +166,7 @@ std::string format_prometheus(const StatsSnapshot& s)
                "Log and access log lines dropped because the log sink was too slow (the queue was full).");
     out.sample("sluice_log_lines_dropped_total", "", s.log_lines_dropped);
 
-    constexpr std::array<CounterFamily<ListenerTotals>, 5> listener_metrics{{
+    constexpr std::array<CounterFamily<ListenerTotals>, 6> listener_metrics{{
         {"sluice_listener_accepted_total", "Client connections accepted.", &ListenerTotals::accepted},
         {"sluice_listener_rejected_total", "Client connections refused (max_connections, descriptor limit).",
          &ListenerTotals::rejected},
@@ -176,6 +176,9 @@ std::string format_prometheus(const StatsSnapshot& s)
          &ListenerTotals::bytes_out},
         {"sluice_listener_dropped_total", "UDP datagrams dropped (no usable backend, flow cap, full buffers, truncated).",
          &ListenerTotals::dropped},
+        {"sluice_listener_proxy_refused_total",
+         "Clients closed for a missing, malformed, slow or untrusted PROXY protocol header (accept_proxy).",
+         &ListenerTotals::proxy_refused},
     }};
     write_counters(
         out, listener_metrics, s.listeners,

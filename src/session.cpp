@@ -23,6 +23,7 @@ std::string_view to_string(EndCause cause) noexcept
     case EndCause::BackendDown: return "backend-down";
     case EndCause::AdminShutdown: return "admin-shutdown";
     case EndCause::PrimaryUp: return "primary-up";
+    case EndCause::ProxyRefused: return "proxy-refused";
     }
     return "done";
 }

@@ -18,6 +18,7 @@ ListenerTotals ListenerCounters::total() const noexcept
         sum.bytes_in += s.bytes_in.load(relaxed);
         sum.bytes_out += s.bytes_out.load(relaxed);
         sum.dropped += s.dropped.load(relaxed);
+        sum.proxy_refused += s.proxy_refused.load(relaxed);
     }
     return sum;
 }

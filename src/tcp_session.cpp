@@ -2,16 +2,25 @@
 
 #include "sluice/config.h"
 #include "sluice/log.h"
+#include "sluice/runtime.h"
+#include "sluice/worker_runtime.h"
 #include "sluice/socket.h"
 #include "sluice/worker_context.h"
 
 #include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
 
 namespace sluice {
 
 namespace {
 
 ev_tstamp seconds(Duration d) { return static_cast<ev_tstamp>(d.count()) / 1000.0; }
+
+// How much of the upstream buffer the PROXY header phase may fill: the rest
+// is room for the header send_proxy puts in front of those bytes.
+constexpr std::size_t kProxyReadLimit = BufferPool::kBufferSize - kProxyMaxEncodedLength;
 
 } // namespace
 
@@ -34,6 +43,8 @@ TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerRuntime> gen
 
 std::string_view TcpSession::state() const noexcept
 {
+    if (state_ == State::ReadingProxyHeader)
+        return "proxy-header";
     if (state_ == State::Connecting)
         return "connecting";
     if (upstream_.eof && downstream_.eof)
@@ -51,7 +62,160 @@ void TcpSession::start()
 {
     worker_.loop().assert_loop_thread();
     // The client socket has TCP_NODELAY from its listener (open_listener_socket).
+    if (listener().accept_proxy) {
+        start_reading_proxy_header();
+        return;
+    }
     connect_next();
+}
+
+// ---- PROXY protocol header from the client (accept_proxy) ------------------
+
+void TcpSession::start_reading_proxy_header()
+{
+    state_ = State::ReadingProxyHeader;
+    if (!listener().accept_proxy_from.contains(client_address_)) {
+        refuse_proxy_header("the peer is not in accept_proxy_from");
+        return;
+    }
+    timer_.start(seconds(listener().proxy_timeout));
+    client_io_.set_events(EV_READ);
+}
+
+// Reads into the upstream buffer, so whatever follows the header (the
+// client's first bytes, often in the same packet) is already where the relay
+// writes from: it goes to the backend first, with no copy and no peek. The
+// header itself is skipped by starting the pending bytes after it.
+void TcpSession::on_proxy_header_readable()
+{
+    RelayDirection& dir = upstream_;
+    if (!dir.buffer) {
+        dir.buffer = worker_.buffers().acquire();
+        if (!dir.buffer) [[unlikely]] {
+            close(EndCause::ResourceLimit);
+            return;
+        }
+    }
+    // Until the header is complete, `pending` counts the bytes read so far.
+    IoResult r = read_some(client_.get(), dir.buffer.get() + dir.pending, kProxyReadLimit - dir.pending);
+    if (!r.ok()) {
+        if (r.would_block() || r.error == SysError::Interrupted)
+            return;  // level-triggered: epoll reports the socket again
+        refuse_proxy_header("the client reset the connection before its PROXY header was complete");
+        return;
+    }
+    if (r.bytes == 0) {
+        refuse_proxy_header("the client closed before its PROXY header was complete");
+        return;
+    }
+    dir.pending += static_cast<std::uint32_t>(r.bytes);
+    const ProxyParse parse = parse_proxy_header({dir.buffer.get(), dir.pending});
+    if (parse.status == ProxyParse::Status::NeedMore)
+        return;  // the timer bounds the wait
+    if (parse.status == ProxyParse::Status::Error) {
+        refuse_proxy_header(parse.error);
+        return;
+    }
+    const ProxyHeader& header = parse.header;
+    dir.pending -= static_cast<std::uint32_t>(header.length);
+    dir.buffer_offset = dir.pending > 0 ? static_cast<std::uint32_t>(header.length) : 0;
+    dir.pending_in_pipe = false;
+    return_transit(dir, transit());  // nothing after the header: no buffer held while connecting
+    if (!header.local) {
+        adopt_announced_client(header.source);
+        announced_destination_ = header.destination;
+    }
+    timer_.stop();
+    client_io_.set_events(0);  // read again once a backend is connected
+    state_ = State::Connecting;
+    connect_next();
+}
+
+// The one point where the address a PROXY header announced becomes the
+// session's client, before any backend is picked: from here on ip_hash, the
+// access log, show sessions and send_proxy all see it.
+// MERGE NOTE (branch `admission`): on an accept_proxy listener the listener's
+// source checks (allow/deny and max_connections_per_source) must run HERE,
+// against the announced address, not at accept (where the peer is the proxy);
+// a refusal then closes the client as those checks do at accept.
+void TcpSession::adopt_announced_client(const SocketAddress& announced) noexcept
+{
+    client_address_ = announced;
+}
+
+void TcpSession::refuse_proxy_header(std::string_view reason)
+{
+    listener_stats_.proxy_refused.fetch_add(1, std::memory_order_relaxed);
+    // One line per interval for the listener across workers: a scanner or a
+    // misconfigured proxy can send thousands of bad headers a second.
+    const ListenerRuntime* runtime = this->runtime().runtime->find_listener(listener());
+    if (runtime && runtime->counters) {
+        if (std::uint64_t refused = runtime->counters->proxy_refused_log.note(monotonic_ms()))
+            log::warning("listener {}: refused {} client(s) for their PROXY protocol header; the last, from {}: {}",
+                         listener().name, refused, client_address_.to_string(), reason);
+    }
+    close(EndCause::ProxyRefused);
+}
+
+// ---- PROXY protocol header to the backend (send_proxy) ---------------------
+
+// The header goes in front of the upstream bytes, so the relay's first write
+// sends it before any client byte. When the client has sent nothing yet, its
+// socket is read once now (the read the relay would make next anyway): bytes
+// already waiting then leave in the same write and packet as the header.
+bool TcpSession::stage_proxy_header(ProxyVersion version)
+{
+    char header[kProxyMaxEncodedLength];
+    const std::size_t length = encode_proxy_header(version, client_address_, proxy_destination(), header);
+    RelayDirection& dir = upstream_;
+    if (!dir.buffer) {
+        dir.buffer = worker_.buffers().acquire();
+        if (!dir.buffer) [[unlikely]] {
+            close(EndCause::ResourceLimit);
+            return false;
+        }
+    }
+    char* data = dir.buffer.get();
+    const bool client_bytes_staged = dir.pending > 0;
+    if (!client_bytes_staged) {
+        dir.buffer_offset = 0;
+    } else if (dir.buffer_offset < length) {
+        // Bytes after an incoming PROXY header shorter than ours: make room
+        // (kProxyReadLimit keeps it inside the buffer).
+        std::memmove(data + length, data + dir.buffer_offset, dir.pending);
+        dir.buffer_offset = static_cast<std::uint32_t>(length);
+    }
+    if (client_bytes_staged)
+        dir.buffer_offset -= static_cast<std::uint32_t>(length);
+    std::memcpy(data + dir.buffer_offset, header, length);
+    dir.pending += static_cast<std::uint32_t>(length);
+    dir.pending_in_pipe = false;
+    proxy_header_length_ = static_cast<std::uint32_t>(length);
+    if (client_bytes_staged)
+        return true;
+    IoResult r = read_some(client_.get(), data + length, BufferPool::kBufferSize - length);
+    if (r.ok()) {
+        if (r.bytes == 0)
+            dir.eof = true;
+        dir.pending += static_cast<std::uint32_t>(r.bytes);
+    } else if (!r.would_block() && r.error != SysError::Interrupted) [[unlikely]] {
+        close(EndCause::ClientReset);
+        return false;
+    }
+    return true;
+}
+
+// Where the client connected to: what its own PROXY header said, else the
+// listener's address when it names one, else (a wildcard or port-0 listener)
+// the socket's local address, one getsockname.
+SocketAddress TcpSession::proxy_destination() const
+{
+    if (!announced_destination_.empty())
+        return announced_destination_;
+    const SocketAddress& listen = listener().listen;
+    if (!listen.is_wildcard() && listen.port() != 0)
+        return listen;
+    return local_address(client_.get());
 }
 
 // ---- connecting -----------------------------------------------------------
@@ -127,8 +291,15 @@ void TcpSession::on_established()
     last_activity_ = worker_.loop().now();
     if (listener().idle_timeout.count() > 0)
         timer_.start(seconds(listener().idle_timeout));
-    // The client may have sent its first bytes while we were connecting.
-    PumpResult up = pump(upstream_, client_.get(), backend_fd_.get());
+    const ProxyVersion send_proxy = pool_.runtime->backend(*backend())->send_proxy;
+    if (send_proxy != ProxyVersion::Off && !stage_proxy_header(send_proxy))
+        return;
+    // Bytes already staged (a PROXY header, the client's bytes that came with
+    // or after one) are written now, and the client is read when epoll says
+    // so; otherwise the client may have sent its first bytes while we were
+    // connecting.
+    const int max_reads = upstream_.pending > 0 ? 0 : RelayDirection::kMaxReadsPerEvent;
+    PumpResult up = pump(upstream_, client_.get(), backend_fd_.get(), max_reads);
     settle(up, PumpResult::Ok);
 }
 
@@ -137,6 +308,10 @@ void TcpSession::on_established()
 void TcpSession::on_client_event(int revents)
 {
     worker_.loop().assert_loop_thread();
+    if (state_ == State::ReadingProxyHeader) [[unlikely]] {
+        on_proxy_header_readable();
+        return;
+    }
     PumpResult up = PumpResult::Ok;
     PumpResult down = PumpResult::Ok;
     if (revents & EV_READ)
@@ -158,7 +333,7 @@ void TcpSession::on_backend_event(int revents)
     settle(up, down);
 }
 
-PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd)
+PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd, int max_reads)
 {
     const bool upstream = &dir == &upstream_;
     RelayDirection& other = upstream ? downstream_ : upstream_;
@@ -171,8 +346,9 @@ PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd)
     // cannot turn into a reset): one syscall fewer per connection.
     const FinAction on_fin = other.shut ? FinAction::LeaveToClose : FinAction::Shutdown;
     const std::uint64_t before = dir.bytes;
-    PumpResult result = sluice::pump(dir, source_fd, sink_fd, transit(), on_fin);
-    if (const std::uint64_t written = dir.bytes - before; written > 0) {
+    PumpResult result = sluice::pump(dir, source_fd, sink_fd, transit(), on_fin, max_reads);
+    const std::uint64_t written = upstream ? client_bytes_in(dir.bytes) - client_bytes_in(before) : dir.bytes - before;
+    if (written > 0) {
         last_activity_ = worker_.loop().now();
         const BackendId id = *backend();
         if (upstream) {
@@ -221,6 +397,10 @@ void TcpSession::update_watchers()
 void TcpSession::on_timer()
 {
     worker_.loop().assert_loop_thread();
+    if (state_ == State::ReadingProxyHeader) {
+        refuse_proxy_header("no complete PROXY header within proxy_timeout");
+        return;
+    }
     if (state_ == State::Connecting) {
         on_connect_failed(SysError::TimedOut);
         return;

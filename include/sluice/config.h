@@ -5,6 +5,8 @@
 #pragma once
 
 #include "sluice/addr.h"
+#include "sluice/cidr.h"
+#include "sluice/proxy_protocol.h"
 
 #include <chrono>
 #include <cstdint>
@@ -72,6 +74,9 @@ struct BackendConfig {
     std::string name;         // the configured name, or the address text when omitted
     int weight = 1;           // 1..256
     bool backup = false;      // used only while no primary backend is usable
+    // PROXY protocol header sent first on each connection to it: its own
+    // send_proxy, or else the pool's.
+    ProxyVersion send_proxy = ProxyVersion::Off;
 };
 
 struct PoolConfig {
@@ -90,6 +95,8 @@ struct PoolConfig {
     // pool's backups so their clients reconnect to it.
     enum class OnUp : std::uint8_t { Keep, CloseBackup };
     OnUp on_up = OnUp::Keep;
+    // send_proxy: the default of the pool's backends (each may override it).
+    ProxyVersion send_proxy = ProxyVersion::Off;
     std::vector<BackendConfig> backends;
 };
 
@@ -101,6 +108,12 @@ struct ListenerConfig {
     Duration idle_timeout{0}; // 0 = none; UDP default 30s
     int responses = 0;        // UDP: end a flow at this many replies per datagram; 0 = unlimited
     std::string access_log;   // "" = off; "-" = stderr; else a file path
+    // accept_proxy: every client must start with a PROXY protocol header
+    // (v1 or v2) within proxy_timeout, and only from a peer inside
+    // accept_proxy_from (never empty when accept_proxy is set).
+    bool accept_proxy = false;
+    CidrSet accept_proxy_from;
+    Duration proxy_timeout{3000};
 };
 
 // Which CPU each worker thread is bound to ([global] cpu_affinity).

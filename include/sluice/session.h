@@ -45,6 +45,7 @@ enum class EndCause : std::uint8_t {
     BackendDown,     // its backend left service and the pool says on_down = "close"
     AdminShutdown,   // the admin command shutdown sessions
     PrimaryUp,       // on a backup: a primary came back and the pool says on_up = "close_backup"
+    ProxyRefused,    // accept_proxy: the PROXY header was missing, malformed, slow or from an untrusted peer
 };
 std::string_view to_string(EndCause cause) noexcept;
 

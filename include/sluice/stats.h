@@ -24,6 +24,7 @@ struct alignas(64) ListenerStats {
     std::atomic<std::uint64_t> bytes_in{0};   // client -> backend, added at session close
     std::atomic<std::uint64_t> bytes_out{0};  // backend -> client, added at session close
     std::atomic<std::uint64_t> dropped{0};    // UDP: datagrams lost (no backend, full buffer, truncated)
+    std::atomic<std::uint64_t> proxy_refused{0};  // accept_proxy: clients closed for their PROXY header
 };
 
 struct ListenerTotals {
@@ -32,6 +33,7 @@ struct ListenerTotals {
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::uint64_t dropped = 0;
+    std::uint64_t proxy_refused = 0;
 };
 
 // One listener across all workers: a ListenerStats per worker.
@@ -47,6 +49,8 @@ public:
     // One warning per interval for clients turned away at max_connections,
     // shared by the listener's workers and kept across reloads.
     LogThrottle turned_away_log;
+    // The same for clients refused for their PROXY protocol header.
+    LogThrottle proxy_refused_log;
 
 private:
     unsigned workers_;

@@ -22,6 +22,7 @@
 #include "sluice/connect_attempts.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/proxy_protocol.h"
 #include "sluice/relay.h"
 #include "sluice/session.h"
 #include "sluice/stats.h"
@@ -37,7 +38,8 @@ struct PoolPicker;
 
 class TcpSession final : public Session {
 public:
-    enum class State : std::uint8_t { Connecting, Established };
+    // ReadingProxyHeader: accept_proxy listeners only, before any backend is chosen.
+    enum class State : std::uint8_t { ReadingProxyHeader, Connecting, Established };
 
     // Takes the accepted client socket; hand the session to the worker's
     // registry, then call start().
@@ -55,10 +57,29 @@ public:
     // Ends the session now (shutdown, drain timeout). Destroys it.
     void end(EndCause cause) override { close(cause); }
     const SocketAddress& client() const noexcept override { return client_address_; }
-    SessionCounts counts() const noexcept override { return {upstream_.bytes, downstream_.bytes, 0, 0}; }
+    SessionCounts counts() const noexcept override { return {client_bytes_in(upstream_.bytes), downstream_.bytes, 0, 0}; }
     std::string_view state() const noexcept override;
 
 private:
+    // --- PROXY protocol (proxy_protocol.h) ---
+    // accept_proxy: checks the peer against accept_proxy_from, then waits for
+    // the header on the client socket, up to proxy_timeout.
+    void start_reading_proxy_header();
+    void on_proxy_header_readable();
+    // Closes a client whose header is missing, bad, slow or untrusted:
+    // counted per listener, logged rate-limited, no backend touched.
+    void refuse_proxy_header(std::string_view reason);
+    void adopt_announced_client(const SocketAddress& announced) noexcept;
+    // send_proxy: puts the header in front of the upstream bytes. False when
+    // the session was closed.
+    bool stage_proxy_header(ProxyVersion version);
+    SocketAddress proxy_destination() const;
+    // Upstream bytes that came from the client (the staged header excluded).
+    std::uint64_t client_bytes_in(std::uint64_t upstream_bytes) const noexcept
+    {
+        return upstream_bytes > proxy_header_length_ ? upstream_bytes - proxy_header_length_ : 0;
+    }
+
     void connect_next();
     void on_connect_event(int revents);
     void on_connect_failed(SysError error);
@@ -69,7 +90,8 @@ private:
     void on_timer();
 
     // Moves bytes along `dir` (relay.h) and accounts for them.
-    PumpResult pump(RelayDirection& dir, int source_fd, int sink_fd);
+    PumpResult pump(RelayDirection& dir, int source_fd, int sink_fd,
+                    int max_reads = RelayDirection::kMaxReadsPerEvent);
     TransitPools transit() noexcept;
     // After pumping: closes or resets the session if due, else updates the
     // watchers. Returns false when the session was deleted.
@@ -96,7 +118,12 @@ private:
     // One timer: connect timeout while connecting, then idle timeout.
     TimerWatcher timer_;
 
+    // The client: the accepted peer, or the address its PROXY header announced.
     SocketAddress client_address_;
+    // accept_proxy: the address the client connected to, as announced (empty
+    // when none was), which send_proxy passes on.
+    SocketAddress announced_destination_;
+    std::uint32_t proxy_header_length_ = 0;  // send_proxy header bytes staged ahead of the client's
     bool backend_released_ = false;  // release_backend() done for backend()
     RelayDirection upstream_;    // client -> backend
     RelayDirection downstream_;  // backend -> client

@@ -59,7 +59,7 @@ std::string MysqlServer::missing()
     return {};
 }
 
-MysqlServer::MysqlServer()
+MysqlServer::MysqlServer(const std::vector<std::string>& extra_options)
 {
     const std::string datadir = dir_.path() + "/data";
     std::filesystem::copy(template_datadir(), datadir, std::filesystem::copy_options::recursive);
@@ -74,6 +74,7 @@ MysqlServer::MysqlServer()
                                          "--server-id=" + std::to_string(port_), "--log-bin=" + dir_.path() + "/binlog",
                                          "--max-connect-errors=1000000"};
         args.insert(args.end(), kServerOptions.begin(), kServerOptions.end());
+        args.insert(args.end(), extra_options.begin(), extra_options.end());
         auto process = std::make_unique<Process>(kServer, args);
         if (process->wait_for_line("ready for connections", 60s)) {
             process_ = std::move(process);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace sluice::test {
 
@@ -23,8 +24,9 @@ public:
     // The reason available() is false, for the SKIP message.
     static std::string missing();
 
-    // Starts the server and waits until it accepts queries.
-    MysqlServer();
+    // Starts the server and waits until it accepts queries. `extra_options`:
+    // more mariadbd options (e.g. "--proxy-protocol-networks=127.0.0.1/32").
+    explicit MysqlServer(const std::vector<std::string>& extra_options = {});
     ~MysqlServer();  // SIGKILL: the data is thrown away with the folder
     MysqlServer(const MysqlServer&) = delete;
     MysqlServer& operator=(const MysqlServer&) = delete;

@@ -369,6 +369,43 @@ TEST_CASE("valid configs give these parsed values")
              CHECK_FALSE(config.pools[0].health);
          }},
 
+        {"PROXY protocol keys: accept_proxy with its trusted list and timeout, send_proxy per pool and backend", R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+accept_proxy = true
+accept_proxy_from = ["10.0.0.0/8", "2001:db8::/32"]
+proxy_timeout = "500ms"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+send_proxy = "v2"
+backends = [{ address = "127.0.0.1:9" }, { address = "127.0.0.1:10", send_proxy = "v1" },
+            { address = "127.0.0.1:11", send_proxy = "off" }]
+)",
+         [](const Config& config) {
+             REQUIRE(config.listeners.size() == 2);
+             const auto& with = config.listeners[0];
+             CHECK(with.accept_proxy);
+             CHECK(with.proxy_timeout == 500ms);
+             CHECK(with.accept_proxy_from.size() == 2);
+             CHECK(with.accept_proxy_from.contains(*sluice::SocketAddress::parse("10.1.2.3:1")));
+             CHECK_FALSE(with.accept_proxy_from.contains(*sluice::SocketAddress::parse("11.1.2.3:1")));
+             const auto& without = config.listeners[1];
+             CHECK_FALSE(without.accept_proxy);
+             CHECK(without.accept_proxy_from.empty());
+             CHECK(without.proxy_timeout == 3s);
+             REQUIRE(config.pools.size() == 1);
+             CHECK(config.pools[0].send_proxy == sluice::ProxyVersion::V2);
+             REQUIRE(config.pools[0].backends.size() == 3);
+             CHECK(config.pools[0].backends[0].send_proxy == sluice::ProxyVersion::V2);
+             CHECK(config.pools[0].backends[1].send_proxy == sluice::ProxyVersion::V1);
+             CHECK(config.pools[0].backends[2].send_proxy == sluice::ProxyVersion::Off);
+         }},
+
         {"a udp listener defaults to a 30 second idle timeout, a tcp one to none", R"(
 [[listeners]]
 listen = "127.0.0.1:0"
@@ -768,10 +805,10 @@ balanse = "random"
 health = { interval = "1s", intervall = "2s" }
 backends = [{ address = "127.0.0.1:9", wieght = 2 }]
 )",
-         {R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log)",
-          R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, backends)",
+         {R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log, accept_proxy, accept_proxy_from, proxy_timeout)",
+          R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, backends, send_proxy)",
           R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: protocol, interval, timeout, rise, fall, port, send, expect, path, expect_status, host, role, user, password_file, database, sslmode, max_lag)",
-          R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup)"}},
+          R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup, send_proxy)"}},
 
         {"sections of the wrong shape are reported", R"(
 global = 1
@@ -1034,6 +1071,50 @@ backends = [{ address = "127.0.0.1:9" }]
          {R"(x.toml:2:11: unknown on_down "drop", expected one of: keep, close)",
           R"(x.toml:3:9: unknown on_up "close", expected one of: keep, close_backup)",
           "x.toml:7:11: on_down is a boolean, expected one of: keep, close"}},
+
+        {"accept_proxy needs accept_proxy_from, whose entries must be CIDRs", R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+accept_proxy = true
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+accept_proxy = true
+accept_proxy_from = ["10.0.0.1/8", "nonsense", 7, "::1"]
+proxy_timeout = "0s"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+accept_proxy_from = []
+
+[[listeners]]
+listen = "127.0.0.1:0"
+protocol = "udp"
+pool = "p"
+accept_proxy = true
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)",
+         {R"(x.toml:5:16: accept_proxy is true but accept_proxy_from is missing, expected e.g. accept_proxy_from = ["10.0.0.0/8"] (the proxies trusted to announce client addresses))",
+          R"(x.toml:10:22: accept_proxy_from entry "10.0.0.1/8" has address bits set past /8 (write the network address, e.g. the first address of the range))",
+          R"(x.toml:10:36: accept_proxy_from entry "nonsense" is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32))",
+          R"(x.toml:10:48: an entry of accept_proxy_from is an integer, expected a CIDR string such as "10.0.0.0/8")",
+          R"(x.toml:11:17: proxy_timeout "0s" is zero, expected a duration greater than zero such as "1s")",
+          R"(x.toml:16:21: accept_proxy_from is empty, expected an array of CIDR strings such as ["10.0.0.0/8", "2001:db8::/32"])",
+          R"(x.toml:16:21: accept_proxy_from is set but accept_proxy is not, expected accept_proxy = true with it)",
+          R"(x.toml:22:16: accept_proxy is set on a udp listener, expected it only with protocol = "tcp" (the PROXY protocol header starts a TCP stream))"}},
+
+        {"an unknown send_proxy lists the choices, in a pool and a backend", with_listener(R"(
+[pools.p]
+send_proxy = "v3"
+backends = [{ address = "127.0.0.1:9", send_proxy = true }]
+)"),
+         {R"(x.toml:2:14: unknown send_proxy "v3", expected one of: off, v1, v2)",
+          "x.toml:3:53: send_proxy is a boolean, expected one of: off, v1, v2"}},
     };
     run(cases);
 }
