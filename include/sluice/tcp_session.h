@@ -65,6 +65,9 @@ private:
     // accept_proxy: checks the peer against accept_proxy_from, then waits for
     // the header on the client socket, up to proxy_timeout.
     void start_reading_proxy_header();
+    // Borrows the upstream direction's buffer, where header bytes are staged;
+    // false when none could be had (the session was closed).
+    bool hold_upstream_buffer();
     void on_proxy_header_readable();
     // Closes a client whose header is missing, bad, slow or untrusted:
     // counted per listener, logged rate-limited, no backend touched.

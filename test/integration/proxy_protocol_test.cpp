@@ -9,7 +9,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
-#include <mysql.h>
+#include <mariadb/mysql.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -306,7 +306,7 @@ TEST_CASE("accept_proxy: the announced client is forwarded by send_proxy, logged
         return log.find("client=192.0.2.9:5555 ") != std::string::npos
             && log.find("client=[2001:db8::9]:4444 ") != std::string::npos;
     }));
-    CHECK(read_text(sluice.dir() + "/access.log").find("client=192.0.2.9:5555 backend=127.0.0.1:") != std::string::npos);
+    CHECK(read_text(sluice.dir() + "/access.log").find("client=192.0.2.9:5555 backend=p/127.0.0.1:") != std::string::npos);
     CHECK(metric(sluice, kRefused) == 0);
 }
 

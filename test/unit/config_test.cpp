@@ -1099,7 +1099,7 @@ accept_proxy = true
 [pools.p]
 backends = [{ address = "127.0.0.1:9" }]
 )",
-         {R"(x.toml:5:16: accept_proxy is true but accept_proxy_from is missing, expected e.g. accept_proxy_from = ["10.0.0.0/8"] (the proxies trusted to announce client addresses))",
+         {R"(x.toml:4:16: accept_proxy is true but accept_proxy_from is missing, expected e.g. accept_proxy_from = ["10.0.0.0/8"] (the proxies trusted to announce client addresses))",
           R"(x.toml:10:22: accept_proxy_from entry "10.0.0.1/8" has address bits set past /8 (write the network address, e.g. the first address of the range))",
           R"(x.toml:10:36: accept_proxy_from entry "nonsense" is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32))",
           R"(x.toml:10:48: an entry of accept_proxy_from is an integer, expected a CIDR string such as "10.0.0.0/8")",
