@@ -298,6 +298,14 @@ TEST_CASE("accept_proxy: the announced client is forwarded by send_proxy, logged
     const std::string out_c = v1_header(local_of(c), {"127.0.0.1", port}) + "x";
     CHECK(recorder.wait_bytes(2, out_c.size()) == out_c);
 
+    // show sessions lists the announced clients, and the LOCAL one as itself.
+    AdminClient admin(sluice.dir() + "/admin.sock");
+    const std::string sessions = admin.command("show sessions");
+    INFO(sessions);
+    CHECK(sessions.find("192.0.2.9:5555") != std::string::npos);
+    CHECK(sessions.find("[2001:db8::9]:4444") != std::string::npos);
+    CHECK(sessions.find(fmt::format("127.0.0.2:{}", local_of(c).port)) != std::string::npos);
+
     // The access log names the announced clients.
     ::close(std::exchange(a.fd, -1));
     ::close(std::exchange(b.fd, -1));
