@@ -33,9 +33,10 @@ public:
     // 800 bytes of table per member and a rebuild still well under 2 ms at 300.
     static constexpr std::size_t kEntriesPerMember = 400;
 
-    // `identities[i]` is a stable key for member i (the BackendId): equal
-    // identities give equal permutations, so every instance over the same
-    // members builds the same table. Allocates everything populate() needs.
+    // `identities[i]` is a stable key for member i (backend_identity of its
+    // name): equal identities give equal permutations. populate() gives turns
+    // in index order, so callers list members in an order every instance
+    // shares (ip_hash: by identity). Allocates everything populate() needs.
     explicit MaglevTable(std::span<const std::uint64_t> identities);
 
     // Smallest prime >= max(kMinimumSize, kEntriesPerMember * members). Equal
