@@ -91,6 +91,14 @@ TEST_CASE("the Maglev table size is the smallest prime at least 400 times the ba
     CHECK(MaglevTable::table_size_for(300) == 120011);
 }
 
+TEST_CASE("large pools cap the Maglev table at a million positions, then 100 per backend")
+{
+    CHECK(MaglevTable::table_size_for(2'500) == 1'000'003);
+    CHECK(MaglevTable::table_size_for(5'000) == 1'000'003);
+    CHECK(MaglevTable::table_size_for(10'000) == 1'000'003);
+    CHECK(MaglevTable::table_size_for(20'000) == 2'000'003);
+}
+
 TEST_CASE("every pool of 3 to 100 equal backends gets shares within 10% of each other")
 {
     for (std::size_t n = 3; n <= 100; ++n) {
