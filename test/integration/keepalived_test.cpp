@@ -44,24 +44,6 @@ namespace {
 constexpr auto kVip = "10.77.0.100";
 constexpr int kClients = 60;
 
-std::string read_file(const std::string& path)
-{
-    std::ifstream in(path);
-    REQUIRE(in);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-// Replaces every `from` in `text`; requires at least one.
-void replace_all(std::string& text, const std::string& from, const std::string& to)
-{
-    std::size_t at = text.find(from);
-    REQUIRE(at != std::string::npos);
-    for (; at != std::string::npos; at = text.find(from, at + to.size()))
-        text.replace(at, from.size(), to);
-}
-
 std::string ip_binary()
 {
     for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
@@ -214,7 +196,7 @@ TEST_CASE("keepalived moves the VIP to the other sluice when the master's stops,
 
     // The shipped sluice recipe; node 2 lists the backends in another order.
     auto sluice_config = [&](int node, std::vector<int> order) {
-        std::string text = read_file(SLUICE_EXAMPLES_DIR "/ha-sluice.toml");
+        std::string text = read_text_file(SLUICE_EXAMPLES_DIR "/ha-sluice.toml");
         replace_all(text, "workers = 0", "workers = 1");
         replace_all(text, "/run/sluice/admin.sock", fmt::format("{}/admin{}.sock", dir.path(), node));
         const char* names[] = {"pg-a", "pg-b", "pg-c"};
@@ -228,7 +210,7 @@ TEST_CASE("keepalived moves the VIP to the other sluice when the master's stops,
         return dir.write(fmt::format("sluice{}.toml", node), text);
     };
     auto keepalived_config = [&](int node, int priority) {
-        std::string text = read_file(SLUICE_EXAMPLES_DIR "/ha-keepalived.conf");
+        std::string text = read_text_file(SLUICE_EXAMPLES_DIR "/ha-keepalived.conf");
         replace_all(text, "router_id sluice_1", fmt::format("router_id sluice_{}", node));
         replace_all(text, "interface eth0", fmt::format("interface vha{}", node));
         replace_all(text, "priority 150", fmt::format("priority {}", priority));
