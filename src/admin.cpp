@@ -2,6 +2,7 @@
 
 #include "sluice/http_request.h"
 #include "sluice/log.h"
+#include "sluice/service_health.h"
 #include "sluice/socket.h"
 
 #include <algorithm>
@@ -168,6 +169,15 @@ void AdminServer::start(std::shared_ptr<const Runtime> runtime, std::vector<Work
     }
     thread_ = std::thread([this] { loop_.run(); });
     ::pthread_setname_np(thread_.native_handle(), "sluice-admin");
+}
+
+void AdminServer::note_draining()
+{
+    if (!thread_.joinable()) {
+        draining_ = true;
+        return;
+    }
+    loop_.post([this] { draining_ = true; });
 }
 
 void AdminServer::update(std::shared_ptr<const Runtime> runtime)
@@ -698,6 +708,11 @@ void AdminServer::process_http(Connection& c)
     const HttpRequestHead& head = parsed.head;
     if (head.method != "GET") {
         respond("405 Method Not Allowed", "Content-Type: text/plain\r\nAllow: GET\r\n", "only GET\n");
+        return;
+    }
+    if (head.target.substr(0, head.target.find('?')) == "/health") {
+        ServiceHealth health = check_service_health(*runtime_, table_, monotonic_ms(), draining_);
+        respond(health.healthy ? "200 OK" : "503 Service Unavailable", kText, health.body);
         return;
     }
     if (head.target.substr(0, head.target.find('?')) != "/metrics") {

@@ -6,13 +6,25 @@
 
 namespace sluice {
 
+std::uint64_t backend_identity(std::string_view name) noexcept
+{
+    // FNV-1a, 64-bit: fixed forever, since changing it would move every
+    // ip_hash client of every deployment at the next upgrade.
+    std::uint64_t hash = 0xcbf29ce484222325ULL;
+    for (char c : name) {
+        hash ^= static_cast<unsigned char>(c);
+        hash *= 0x100000001b3ULL;
+    }
+    return hash;
+}
+
 std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<BackendId> members,
-                                        const BackendTable& table)
+                                        const BackendTable& table, std::vector<std::uint64_t> identities)
 {
     switch (algorithm) {
     case BalanceAlgorithm::RoundRobin: return balance::make_round_robin(std::move(members), table);
     case BalanceAlgorithm::LeastConn: return balance::make_least_conn(std::move(members), table);
-    case BalanceAlgorithm::IpHash: return balance::make_ip_hash(std::move(members), table);
+    case BalanceAlgorithm::IpHash: return balance::make_ip_hash(std::move(members), std::move(identities), table);
     case BalanceAlgorithm::Random: return balance::make_random(std::move(members), table);
     }
     // Unreachable for a valid enum; the config parser only produces those.
@@ -20,9 +32,12 @@ std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<
 }
 
 PoolBalancer::PoolBalancer(BalanceAlgorithm algorithm, std::vector<BackendId> primaries,
-                           std::vector<BackendId> backups, const BackendTable& table)
-    : primaries_(make_balancer(algorithm, std::move(primaries), table)),
-      backups_(backups.empty() ? nullptr : make_balancer(algorithm, std::move(backups), table))
+                           std::vector<BackendId> backups, const BackendTable& table,
+                           std::vector<std::uint64_t> primary_identities,
+                           std::vector<std::uint64_t> backup_identities)
+    : primaries_(make_balancer(algorithm, std::move(primaries), table, std::move(primary_identities))),
+      backups_(backups.empty() ? nullptr
+                               : make_balancer(algorithm, std::move(backups), table, std::move(backup_identities)))
 {
 }
 

@@ -1,5 +1,7 @@
 #include "sluice/runtime.h"
 
+#include "sluice/balancer.h"
+
 namespace sluice {
 
 std::string PoolRuntime::label(BackendId id) const
@@ -89,6 +91,8 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
             }
             pool.backend_ids.push_back(*id);
             (backend.backup ? pool.backups : pool.primaries).push_back(*id);
+            (backend.backup ? pool.backup_identities : pool.primary_identities)
+                .push_back(backend_identity(backend.name));
         }
     }
     return runtime;

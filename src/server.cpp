@@ -249,6 +249,7 @@ void Server::on_signal(int)
 void Server::begin_drain()
 {
     draining_ = true;
+    admin_.note_draining();
     sd_notify("STOPPING=1");
     std::size_t sessions = 0;
     for (auto& worker : workers_) {

@@ -100,6 +100,9 @@ public:
     void start(std::shared_ptr<const Runtime> runtime, std::vector<Worker*> workers);
     // Any thread: the generation `show` and /metrics report from now on.
     void update(std::shared_ptr<const Runtime> runtime);
+    // Any thread: the server stopped accepting (SIGTERM); GET /health says
+    // 503 from now on, so an HA peer takes over before the process is gone.
+    void note_draining();
     // Control thread: closes everything, unlinks the socket, joins. Idempotent.
     void stop();
 
@@ -151,6 +154,7 @@ private:
     UniqueFd reserve_fd_;
     TimerWatcher accept_resume_;  // restarts the listeners after a pause
     std::shared_ptr<const Runtime> runtime_;
+    bool draining_ = false;  // admin thread; set by note_draining()
     std::vector<Worker*> workers_;
     std::map<std::uint64_t, std::unique_ptr<Connection>> connections_;
     std::size_t admin_clients_ = 0;  // connections_ of each kind

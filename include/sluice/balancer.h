@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace sluice {
@@ -34,17 +35,27 @@ public:
     virtual std::optional<BackendId> pick(const PickContext& ctx) = 0;
 };
 
-// One algorithm over one set of backends (ids into `table`). The table must
-// outlive the balancer.
+// A backend's stable identity: a 64-bit hash (FNV-1a) of its name, the
+// configured `name` or else its address text (BackendConfig::name). ip_hash
+// seeds a backend's Maglev permutation from this alone, never from its table
+// slot or its place in the file, so every instance (and every restart or
+// reload) with the same names and weights maps each client to the same backend.
+std::uint64_t backend_identity(std::string_view name) noexcept;
+
+// One algorithm over one set of backends (ids into `table`). `identities` is
+// parallel to `members` (backend_identity of each). The table must outlive
+// the balancer.
 std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<BackendId> members,
-                                        const BackendTable& table);
+                                        const BackendTable& table, std::vector<std::uint64_t> identities);
 
 // A pool's balancer: the algorithm over the primaries, and the same algorithm
 // over the backups, consulted only while no primary is usable.
 class PoolBalancer {
 public:
+    // The identities are parallel to primaries and backups (make_balancer).
     PoolBalancer(BalanceAlgorithm algorithm, std::vector<BackendId> primaries,
-                 std::vector<BackendId> backups, const BackendTable& table);
+                 std::vector<BackendId> backups, const BackendTable& table,
+                 std::vector<std::uint64_t> primary_identities, std::vector<std::uint64_t> backup_identities);
     std::optional<BackendId> pick(const PickContext& ctx);
 
 private:

@@ -25,6 +25,9 @@ struct PoolRuntime {
     std::vector<BackendId> backend_ids;  // parallel to config->backends
     std::vector<BackendId> primaries;
     std::vector<BackendId> backups;
+    // backend_identity of each backend's name, parallel to primaries and backups.
+    std::vector<std::uint64_t> primary_identities;
+    std::vector<std::uint64_t> backup_identities;
     // Set while every backend of the pool is unusable, so "no backend" is
     // logged once per state change, not once per connection. Any worker may
     // flip it; the exchange decides which one logs.

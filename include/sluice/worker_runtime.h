@@ -16,7 +16,8 @@ namespace sluice {
 struct PoolPicker {
     PoolPicker(const PoolRuntime& runtime, const BackendTable& table)
         : runtime(&runtime)
-        , balancer(runtime.config->balance, runtime.primaries, runtime.backups, table)
+        , balancer(runtime.config->balance, runtime.primaries, runtime.backups, table,
+                   runtime.primary_identities, runtime.backup_identities)
     {
     }
     const PoolRuntime* runtime;

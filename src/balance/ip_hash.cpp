@@ -8,6 +8,12 @@
 // when a backend goes down only its clients move, and when it returns they move
 // back: both tables are what a fresh build over that set would give.
 //
+// A backend's permutation is seeded from its identity (backend_identity of its
+// name) alone, and the members take their turns in identity order, so the
+// table depends only on the set of (name, weight) pairs: not on file order,
+// table slots, other pools or reload history. Instances with the same backends
+// agree on every client (README "ip_hash").
+//
 // The key is the client IP alone (SocketAddress::ip_hash), so every connection of
 // a client lands on the same backend whatever its source port. A retry (landed
 // backend in ctx.excluded), or a backend that went down since the last rebuild,
@@ -16,25 +22,46 @@
 #include "algorithms.h"
 #include "maglev.h"
 
+#include <algorithm>
 #include <limits>
 
 namespace sluice::balance {
 
 namespace {
 
-std::vector<std::uint64_t> identities_of(const std::vector<BackendId>& members)
+// The members and their identities, both sorted by identity: Maglev's turns go
+// in member order, so ordering by anything configuration-dependent (file order,
+// BackendId) would let two instances with the same backends fill differently.
+// Equal identities (only a 64-bit collision of two names) fall back to the id.
+struct SortedMembers {
+    std::vector<BackendId> ids;
+    std::vector<std::uint64_t> identities;
+};
+
+SortedMembers sorted_by_identity(std::vector<BackendId> members, std::vector<std::uint64_t> identities)
 {
-    // The BackendId is the backend's identity for as long as it exists, so every
-    // worker (and every rebuild) hashes the same permutation for it.
-    return {members.begin(), members.end()};
+    std::vector<std::size_t> order(members.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return identities[a] != identities[b] ? identities[a] < identities[b] : members[a] < members[b];
+    });
+    SortedMembers sorted;
+    sorted.ids.reserve(order.size());
+    sorted.identities.reserve(order.size());
+    for (std::size_t i : order) {
+        sorted.ids.push_back(members[i]);
+        sorted.identities.push_back(identities[i]);
+    }
+    return sorted;
 }
 
 class IpHashBalancer final : public Balancer {
 public:
-    IpHashBalancer(std::vector<BackendId> members, const BackendTable& table)
-        : members_(std::move(members)),
+    IpHashBalancer(SortedMembers members, const BackendTable& table)
+        : members_(std::move(members.ids)),
           table_(table),
-          maglev_(identities_of(members_)),
+          maglev_(members.identities),
           built_weights_(members_.size(), 0),
           scan_weights_(members_.size(), 0),
           rejected_(members_.size(), 0)
@@ -144,9 +171,10 @@ private:
 
 } // namespace
 
-std::unique_ptr<Balancer> make_ip_hash(std::vector<BackendId> members, const BackendTable& table)
+std::unique_ptr<Balancer> make_ip_hash(std::vector<BackendId> members, std::vector<std::uint64_t> identities,
+                                       const BackendTable& table)
 {
-    return std::make_unique<IpHashBalancer>(std::move(members), table);
+    return std::make_unique<IpHashBalancer>(sorted_by_identity(std::move(members), std::move(identities)), table);
 }
 
 } // namespace sluice::balance

@@ -42,7 +42,8 @@ bool is_prime(std::size_t n) noexcept
 
 std::size_t MaglevTable::table_size_for(std::size_t members) noexcept
 {
-    std::size_t m = members * kEntriesPerMember < kMinimumSize ? kMinimumSize : members * kEntriesPerMember;
+    std::size_t m = std::max({kMinimumSize, std::min(members * kEntriesPerMember, kLargeTableSize),
+                              members * kLargeEntriesPerMember});
     while (!is_prime(m))
         ++m;
     return m;

@@ -32,15 +32,25 @@ public:
     // at 400 x N every removal from 3..100 members keeps >= 97% in place, for
     // 800 bytes of table per member and a rebuild still well under 2 ms at 300.
     static constexpr std::size_t kEntriesPerMember = 400;
+    // Large pools: 400 x N stops at this many positions, and past 10,000
+    // members M grows as 100 x N (the paper's "M >> N"; ARCHITECTURE.md's
+    // floor). A populate costs about M log M with the table out of cache: at
+    // 10,000 members 4 M positions took ~200 ms, 1 M takes well under 100 ms,
+    // and at thousands of members one removal moves a tiny share anyway.
+    static constexpr std::size_t kLargeTableSize = 1'000'000;
+    static constexpr std::size_t kLargeEntriesPerMember = 100;
 
-    // `identities[i]` is a stable key for member i (the BackendId): equal
-    // identities give equal permutations, so every instance over the same
-    // members builds the same table. Allocates everything populate() needs.
+    // `identities[i]` is a stable key for member i (backend_identity of its
+    // name): equal identities give equal permutations. populate() gives turns
+    // in index order, so callers list members in an order every instance
+    // shares (ip_hash: by identity). Allocates everything populate() needs.
     explicit MaglevTable(std::span<const std::uint64_t> identities);
 
-    // Smallest prime >= max(kMinimumSize, kEntriesPerMember * members). Equal
-    // members (which get floor(M/N) or ceil(M/N) entries) differ by well
-    // under 1%.
+    // Smallest prime >= max(kMinimumSize, min(kEntriesPerMember * members,
+    // kLargeTableSize), kLargeEntriesPerMember * members). Equal members
+    // (which get floor(M/N) or ceil(M/N) entries) differ by well under 1%.
+    // Pools of up to 2,500 members keep 400 x N, so their mapping is what it
+    // was before the large-pool rule.
     static std::size_t table_size_for(std::size_t members) noexcept;
 
     // Refills the table. `weights[i]` is how many turns member i takes per round

@@ -23,25 +23,6 @@ using namespace sluice::test;
 
 namespace {
 
-std::string read_file(const std::string& path)
-{
-    std::ifstream in(path);
-    REQUIRE(in);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-// Replaces every `from` in `text`; requires at least one.
-void replace_all(std::string& text, const std::string& from, const std::string& to)
-{
-    std::size_t at = text.find(from);
-    INFO("the example no longer contains " << from);
-    REQUIRE(at != std::string::npos);
-    for (; at != std::string::npos; at = text.find(from, at + to.size()))
-        text.replace(at, from.size(), to);
-}
-
 // The port of the server a new session through `listener` reaches (its
 // @@port), or 0 if the session failed.
 int reached_port(std::uint16_t listener)
@@ -81,7 +62,7 @@ TEST_CASE("swapping read_only moves the write listener to the new primary and cl
 
     TempDir secrets;
     const std::string password_file = secrets.write("monitor.password", "s3cret-monitor\n");
-    std::string config = read_file(SLUICE_EXAMPLES_DIR "/mysql-primary.toml");
+    std::string config = read_text_file(SLUICE_EXAMPLES_DIR "/mysql-primary.toml");
     replace_all(config, "/run/sluice/admin.sock", "@DIR@/admin.sock");
     replace_all(config, "0.0.0.0:3306", "127.0.0.1:0");
     replace_all(config, "0.0.0.0:3307", "127.0.0.1:0");

@@ -22,23 +22,6 @@ using namespace sluice::test;
 
 namespace {
 
-std::string read_file(const std::string& path)
-{
-    std::ifstream in(path);
-    REQUIRE(in.good());
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-void replace_all(std::string& text, const std::string& from, const std::string& to)
-{
-    std::size_t at = text.find(from);
-    REQUIRE(at != std::string::npos);
-    for (; at != std::string::npos; at = text.find(from, at + to.size()))
-        text.replace(at, from.size(), to);
-}
-
 std::string example(const std::string& name) { return std::string(SLUICE_SOURCE_DIR) + "/conf/examples/" + name; }
 
 struct PgConnCloser {
@@ -85,7 +68,7 @@ double seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 TEST_CASE("postgres example configs pass sluice --check")
 {
     TempDir dir;
-    std::string text = read_file(example("postgres-streaming.toml"));
+    std::string text = read_text_file(example("postgres-streaming.toml"));
     replace_all(text, "/etc/sluice/pg-monitor.password", dir.write("password", "secret\n"));
     for (const std::string& config : {dir.write("streaming.toml", text), example("postgres-patroni.toml")}) {
         Process check(binary_from_env("SLUICE_BIN"), {"-c", config, "--check"});
@@ -110,7 +93,7 @@ TEST_CASE("postgres failover: the read-write listener follows the promoted repli
 
     // The recipe as shipped, on loopback: pg-a the primary, pg-b the replica.
     TempDir dir;
-    std::string text = read_file(example("postgres-streaming.toml"));
+    std::string text = read_text_file(example("postgres-streaming.toml"));
     replace_all(text, "/etc/sluice/pg-monitor.password", dir.write("password", "secret\n"));
     replace_all(text, "0.0.0.0:5432", "127.0.0.1:0");
     replace_all(text, "0.0.0.0:5433", "127.0.0.1:0");

@@ -16,21 +16,6 @@ using namespace sluice::test;
 
 namespace {
 
-std::string read_file(const std::string& path)
-{
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-void replace_all(std::string& text, const std::string& from, const std::string& to)
-{
-    REQUIRE(text.find(from) != std::string::npos);
-    for (std::size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
-        text.replace(at, from.size(), to);
-}
-
 // Every one of `count` new sessions through `port` reaches `expected`.
 bool all_reach(std::uint16_t port, const std::string& password, std::uint16_t expected, int count = 20)
 {
@@ -64,7 +49,7 @@ TEST_CASE("redis failover: a REPLICAOF swap moves the primary listener and close
                 == "+OK");
 
     TempDir secrets;
-    std::string config = read_file(std::string(SLUICE_SOURCE_ROOT) + "/conf/examples/redis-sentinel.toml");
+    std::string config = read_text_file(std::string(SLUICE_SOURCE_ROOT) + "/conf/examples/redis-sentinel.toml");
     replace_all(config, "/run/sluice/admin.sock", "@DIR@/admin.sock");
     replace_all(config, "/etc/sluice/redis.password", secrets.write("redis.password", "monitor-pw\n"));
     replace_all(config, "0.0.0.0:6379", "127.0.0.1:0");

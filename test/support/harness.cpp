@@ -14,6 +14,7 @@
 #include <fstream>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sstream>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -725,6 +726,25 @@ std::string random_bytes(std::size_t length, std::uint64_t seed)
         out[i] = static_cast<char>(x);
     }
     return out;
+}
+
+std::string read_text_file(const std::string& path)
+{
+    std::ifstream in(path);
+    INFO("cannot read " << path);
+    REQUIRE(in);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void replace_all(std::string& text, const std::string& from, const std::string& to)
+{
+    std::size_t at = text.find(from);
+    INFO("the example no longer contains " << from);
+    REQUIRE(at != std::string::npos);
+    for (; at != std::string::npos; at = text.find(from, at + to.size()))
+        text.replace(at, from.size(), to);
 }
 
 } // namespace sluice::test

@@ -256,4 +256,10 @@ long rss_kib(pid_t pid);
 // Deterministic pseudo-random bytes.
 std::string random_bytes(std::size_t length, std::uint64_t seed);
 
+// The shipped recipes (conf/examples/) as tests adapt them: the whole file
+// (fails the test when it cannot be read), and every `from` replaced by `to`
+// (fails the test when there is none: the example changed under the test).
+std::string read_text_file(const std::string& path);
+void replace_all(std::string& text, const std::string& from, const std::string& to);
+
 } // namespace sluice::test

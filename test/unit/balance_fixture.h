@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sluice::test {
@@ -19,6 +20,7 @@ namespace sluice::test {
 struct Backends {
     std::unique_ptr<BackendTable> table = std::make_unique<BackendTable>();
     std::vector<BackendId> ids;
+    std::vector<std::uint64_t> identities;  // parallel to ids: backend_identity("b<index>")
 
     Backends() = default;
     explicit Backends(std::initializer_list<int> weights)
@@ -34,16 +36,27 @@ struct Backends {
         return b;
     }
 
-    BackendId add(int weight)
+    BackendId add(int weight) { return add(fmt::format("b{}", ids.size()), weight); }
+    BackendId add(std::string_view name, int weight)
     {
         BackendId id = *table->allocate(static_cast<std::uint16_t>(weight));
         ids.push_back(id);
+        identities.push_back(backend_identity(name));
         return id;
+    }
+
+    // The identities of `members` (a subset of ids), in their order.
+    std::vector<std::uint64_t> identities_of(const std::vector<BackendId>& members) const
+    {
+        std::vector<std::uint64_t> out;
+        for (BackendId id : members)
+            out.push_back(identities[static_cast<std::size_t>(index_of(id))]);
+        return out;
     }
 
     std::unique_ptr<Balancer> balancer(BalanceAlgorithm algorithm) const
     {
-        return make_balancer(algorithm, ids, *table);
+        return make_balancer(algorithm, ids, *table, identities);
     }
 
     // Index of a picked id in `ids`, or -1.

@@ -35,7 +35,8 @@ struct Pool {
         runtime.primaries = backends.ids;
         runtime.stats = std::make_shared<PoolStats>();
         balancer = std::make_unique<PoolBalancer>(BalanceAlgorithm::RoundRobin, backends.ids,
-                                                  std::vector<BackendId>{}, *backends.table);
+                                                  std::vector<BackendId>{}, *backends.table,
+                                                  backends.identities, std::vector<std::uint64_t>{});
     }
     ConnectAttempts attempts() { return ConnectAttempts(runtime, *balancer, *backends.table, counters); }
 };

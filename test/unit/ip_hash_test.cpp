@@ -91,6 +91,14 @@ TEST_CASE("the Maglev table size is the smallest prime at least 400 times the ba
     CHECK(MaglevTable::table_size_for(300) == 120011);
 }
 
+TEST_CASE("large pools cap the Maglev table at a million positions, then 100 per backend")
+{
+    CHECK(MaglevTable::table_size_for(2'500) == 1'000'003);
+    CHECK(MaglevTable::table_size_for(5'000) == 1'000'003);
+    CHECK(MaglevTable::table_size_for(10'000) == 1'000'003);
+    CHECK(MaglevTable::table_size_for(20'000) == 2'000'003);
+}
+
 TEST_CASE("every pool of 3 to 100 equal backends gets shares within 10% of each other")
 {
     for (std::size_t n = 3; n <= 100; ++n) {
@@ -351,4 +359,90 @@ TEST_CASE("ip_hash skips a backend that went down before the table version moved
     auto next = ip_hash->pick(for_client(address));
     REQUIRE(next);
     CHECK(*next != *first);
+}
+
+namespace {
+
+// The name each client lands on, for balancers over differently laid out tables.
+std::vector<std::string> names_by_client(Balancer& balancer, const std::map<BackendId, std::string>& names,
+                                         int clients)
+{
+    std::vector<std::string> out;
+    for (const auto& id : assignment(balancer, clients))
+        out.push_back(id ? names.at(*id) : "(none)");
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("ip_hash sends each client to the same backend name whatever the file order and table slots")
+{
+    std::vector<std::string> names;
+    for (int i = 0; i < 40; ++i)
+        names.push_back(fmt::format("10.0.0.{}:5432", i + 1));
+
+    // Instance A: the file order, slots from 0.
+    Backends a;
+    std::map<BackendId, std::string> a_names;
+    for (const auto& name : names)
+        a_names[a.add(name, 1 + static_cast<int>(name.size() % 3))] = name;
+
+    // Instance B: other pools took slots first, and the file lists the same
+    // backends (same weights) in another order.
+    Backends b;
+    for (int i = 0; i < 17; ++i)
+        b.add(fmt::format("other-pool-{}", i), 1);
+    std::vector<BackendId> b_members;
+    std::vector<std::uint64_t> b_identities;
+    std::map<BackendId, std::string> b_names;
+    std::vector<std::string> shuffled = names;
+    std::reverse(shuffled.begin(), shuffled.end());
+    std::rotate(shuffled.begin(), shuffled.begin() + 11, shuffled.end());
+    for (const auto& name : shuffled) {
+        BackendId id = b.add(name, 1 + static_cast<int>(name.size() % 3));
+        b_members.push_back(id);
+        b_identities.push_back(backend_identity(name));
+        b_names[id] = name;
+    }
+    REQUIRE(a.ids.front() != b_members.front());
+
+    auto on_a = a.balancer(BalanceAlgorithm::IpHash);
+    auto on_b = make_balancer(BalanceAlgorithm::IpHash, b_members, *b.table, b_identities);
+    CHECK(names_by_client(*on_a, a_names, 10'000) == names_by_client(*on_b, b_names, 10'000));
+
+    // The same backend down on both: still identical, and only its clients moved.
+    a.table->set_health(a.ids[5], Health::Down, HealthReason::Timeout);
+    for (const auto& [id, name] : b_names)
+        if (name == names[5])
+            b.table->set_health(id, Health::Down, HealthReason::Timeout);
+    CHECK(names_by_client(*on_a, a_names, 10'000) == names_by_client(*on_b, b_names, 10'000));
+}
+
+TEST_CASE("renaming one backend changes its identity and so moves only about its share of clients")
+{
+    Backends before, after;
+    std::map<BackendId, std::string> before_names, after_names;
+    for (int i = 0; i < 20; ++i) {
+        std::string name = fmt::format("db-{}", i);
+        before_names[before.add(name, 1)] = name;
+        std::string renamed = i == 7 ? std::string("db-7-renamed") : name;
+        after_names[after.add(renamed, 1)] = name;  // reported under its old name
+    }
+    auto a = names_by_client(*before.balancer(BalanceAlgorithm::IpHash), before_names, 10'000);
+    auto b = names_by_client(*after.balancer(BalanceAlgorithm::IpHash), after_names, 10'000);
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        moved += a[i] != b[i] ? 1 : 0;
+    // A new identity takes a new permutation: its own clients move, and a
+    // little churn beyond (Maglev's ~1/N); nowhere near a reshuffle.
+    CHECK(moved > 0);
+    CHECK(moved < 2 * 10'000 / 20 + 300);
+}
+
+TEST_CASE("backend identity is a fixed hash of the name")
+{
+    // Pinned: changing the hash would move every client at the next upgrade.
+    CHECK(backend_identity("") == 0xcbf29ce484222325ULL);
+    CHECK(backend_identity("a") == 0xaf63dc4c8601ec8cULL);
+    CHECK(backend_identity("10.0.1.10:5432") != backend_identity("10.0.1.11:5432"));
 }

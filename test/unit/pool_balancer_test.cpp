@@ -29,7 +29,8 @@ struct Pool {
 
     PoolBalancer balancer(BalanceAlgorithm algorithm) const
     {
-        return PoolBalancer(algorithm, primaries, backups, *backends.table);
+        return PoolBalancer(algorithm, primaries, backups, *backends.table, backends.identities_of(primaries),
+                            backends.identities_of(backups));
     }
     void set_primaries(Health health)
     {
@@ -143,7 +144,8 @@ TEST_CASE("a pool with nothing usable, backups included, picks nothing")
     CHECK_FALSE(balancer.pick({}));
 
     Backends only_primaries = Backends::equal(2);
-    PoolBalancer no_backups(BalanceAlgorithm::Random, only_primaries.ids, {}, *only_primaries.table);
+    PoolBalancer no_backups(BalanceAlgorithm::Random, only_primaries.ids, {}, *only_primaries.table,
+                            only_primaries.identities, {});
     for (BackendId id : only_primaries.ids)
         only_primaries.table->set_health(id, Health::Down, HealthReason::Timeout);
     CHECK_FALSE(no_backups.pick({}));
