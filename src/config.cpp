@@ -51,11 +51,12 @@ namespace {
 using KeyList = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners", "pools"};
-constexpr std::array<std::string_view, 7> kGlobalKeys{
-    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog", "splice", "cpu_affinity"};
+constexpr std::array<std::string_view, 9> kGlobalKeys{"workers", "max_connections", "drain_timeout",
+                                                      "pipe_size", "backlog", "splice",
+                                                      "cpu_affinity", "log_level", "log_format"};
 constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
-constexpr std::array<std::string_view, 7> kListenerKeys{
-    "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log"};
+constexpr std::array<std::string_view, 8> kListenerKeys{
+    "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log", "access_log_format"};
 constexpr std::array<std::string_view, 9> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
                                                     "fail_timeout", "health", "on_down", "on_up", "backends"};
 constexpr std::array<std::string_view, 17> kHealthKeys{
@@ -99,6 +100,21 @@ constexpr std::array<Choice<PoolConfig::OnDown>, 2> kOnDown{{
 constexpr std::array<Choice<PoolConfig::OnUp>, 2> kOnUp{{
     {"keep", PoolConfig::OnUp::Keep},
     {"close_backup", PoolConfig::OnUp::CloseBackup},
+}};
+constexpr std::array<Choice<AccessLogFormat>, 2> kAccessLogFormats{{
+    {"text", AccessLogFormat::Text},
+    {"json", AccessLogFormat::Json},
+}};
+constexpr std::array<Choice<log::Level>, 5> kLogLevels{{
+    {"debug", log::Level::Debug},
+    {"info", log::Level::Info},
+    {"notice", log::Level::Notice},
+    {"warning", log::Level::Warning},
+    {"error", log::Level::Error},
+}};
+constexpr std::array<Choice<log::Format>, 2> kLogFormats{{
+    {"text", log::Format::Text},
+    {"json", log::Format::Json},
 }};
 // libpq's sslmode values.
 constexpr std::array<Choice<std::string_view>, 6> kSslModes{{
@@ -592,6 +608,8 @@ private:
         in.integer("backlog", IntRange{1, 65535}, out.backlog);
         in.boolean("splice", out.splice);
         read_cpu_affinity(in, out.cpu_affinity);
+        in.choice("log_level", kLogLevels, out.log_level);
+        in.choice("log_format", kLogFormats, out.log_format);
     }
 
     // "none", "auto", or a list of CPU numbers. Whether the listed CPUs are
@@ -1054,6 +1072,7 @@ private:
         else
             in.integer("responses", kNonNegative, listener.responses);
         in.string("access_log", listener.access_log);
+        in.choice("access_log_format", kAccessLogFormats, listener.access_log_format);
         origin.named = in.name("name", listener.name);
         origin.valid = origin.valid && protocol_valid;
         if (origin.valid)

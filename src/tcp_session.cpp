@@ -64,6 +64,8 @@ void TcpSession::connect_next()
         return;
     }
     worker_.sessions().set_backend(*this, *id);
+    set_retries(connector_.attempts_failed());  // each failure so far led to this pick
+    connect_started_ = worker_.loop().now();
     const BackendConfig* backend = pool_.runtime->backend(*id);
     Result<UniqueFd> sock = start_connect(backend->address);
     if (!sock) [[unlikely]] {
@@ -121,6 +123,10 @@ void TcpSession::on_established()
 {
     state_ = State::Established;
     timer_.stop();
+    const double connect_time = worker_.loop().now() - connect_started_;
+    set_connect_seconds(connect_time);
+    const BackendId id = *backend();
+    worker_.backend_counters().count_connect_time(id, worker_.table().epoch(id), connect_time);
     set_nodelay(backend_fd_.get());
     backend_io_.stop();
     backend_io_.bind<TcpSession, &TcpSession::on_backend_event>(worker_.loop(), this, backend_fd_.get());

@@ -299,6 +299,8 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
                 UdpFlow& added = worker_.sessions().add(
                     std::make_unique<UdpFlow>(*this, generation, *pool->runtime, *id, std::move(sock.value())));
                 worker_.sessions().set_backend(added, *id);
+                added.set_connect_seconds(0);  // a UDP connect(2) has no handshake
+                added.set_retries(connector.attempts_failed());
                 flows_.insert(client, &added, worker_.loop().now());
                 stats_.accepted.fetch_add(1, std::memory_order_relaxed);
                 arm_idle_timer();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "sluice/addr.h"
+#include "sluice/log.h"
 
 #include <chrono>
 #include <cstdint>
@@ -24,6 +25,8 @@ std::optional<Duration> parse_duration(std::string_view text);
 
 enum class Protocol : std::uint8_t { Tcp, Udp };
 enum class BalanceAlgorithm : std::uint8_t { RoundRobin, LeastConn, IpHash, Random };
+// The listener key access_log_format (access_log.h shows both).
+enum class AccessLogFormat : std::uint8_t { Text, Json };
 
 std::string_view to_string(Protocol protocol) noexcept;
 std::string_view to_string(BalanceAlgorithm algorithm) noexcept;
@@ -101,6 +104,7 @@ struct ListenerConfig {
     Duration idle_timeout{0}; // 0 = none; UDP default 30s
     int responses = 0;        // UDP: end a flow at this many replies per datagram; 0 = unlimited
     std::string access_log;   // "" = off; "-" = stderr; else a file path
+    AccessLogFormat access_log_format = AccessLogFormat::Text;
 };
 
 // Which CPU each worker thread is bound to ([global] cpu_affinity).
@@ -122,6 +126,8 @@ struct GlobalConfig {
     int backlog = 4096;           // listen(2) backlog
     bool splice = true;           // false: copy through 64 KiB buffers instead (HAProxy's "nosplice")
     CpuAffinity cpu_affinity;
+    log::Level log_level = log::Level::Info;    // sluice's own lines below it are dropped
+    log::Format log_format = log::Format::Text;
 };
 
 struct AdminConfig {
