@@ -376,3 +376,51 @@ backends = [{{ address = "{}", name = "u" }}]
                                   "sluice_pool_queue_wait_seconds_bucket"})
         CHECK(used.count(histogram) == 1);
 }
+
+TEST_CASE("when stderr is the journal each line starts with its syslog priority; elsewhere not")
+{
+    EchoBackend echo("a");
+    TempDir dir;
+    const std::string config = dir.write("sluice.toml", fmt::format(R"([global]
+workers = 1
+
+[[listeners]]
+name = "front"
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+max_fails = 1
+backends = [{{ address = "127.0.0.1:{}" }}, {{ address = "{}" }}]
+)",
+                                                                       unused_port(), echo.address()));
+    // What systemd does: JOURNAL_STREAM names the stream on stderr (here the
+    // harness's pipe, found through /proc once the child has it).
+    Process journal("/bin/sh", {"-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \""
+                                          + binary_from_env("SLUICE_BIN") + "\" -c " + config});
+    auto started = journal.wait_for_line("sluice started");
+    INFO(journal.output());
+    REQUIRE(started);
+    CHECK(started->rfind("<6>", 0) == 0);
+    // A refused connect marks the first backend down: a warning, <4>.
+    {
+        auto port_line = journal.output();
+        auto at = port_line.find("listening on 127.0.0.1:");
+        REQUIRE(at != std::string::npos);
+        const auto port = static_cast<std::uint16_t>(std::stoi(port_line.substr(at + 23)));
+        for (int i = 0; i < 2; ++i)
+            echo_session(port, "x");
+    }
+    auto down = journal.wait_for_line("is DOWN");
+    REQUIRE(down);
+    CHECK(down->rfind("<4>", 0) == 0);
+    journal.send_signal(SIGTERM);
+    CHECK(journal.wait_exit() == 0);
+
+    // The same binary on a plain pipe: no prefixes.
+    Sluice plain(fmt::format("[[listeners]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n\n"
+                             "[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+                             echo.address()));
+    CHECK(plain.process().stderr_text().find("<6>") == std::string::npos);
+    CHECK(plain.process().stderr_text().rfind("20", 0) == 0);
+}
