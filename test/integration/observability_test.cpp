@@ -45,6 +45,12 @@ std::string wait_for_lines(const std::string& path, std::size_t lines)
     return text;
 }
 
+// A [global] with `workers` and an [admin] serving /metrics on a free port.
+std::string with_metrics(int workers)
+{
+    return fmt::format("[global]\nworkers = {}\n\n[admin]\nmetrics = \"127.0.0.1:0\"\n\n", workers);
+}
+
 std::size_t occurrences(const std::string& text, const std::string& needle)
 {
     std::size_t count = 0;
@@ -113,13 +119,7 @@ TEST_CASE("a JSON access log has one valid line per TCP session, with connect ti
 {
     EchoBackend echo("a");
     const std::uint16_t dead = unused_port();
-    Sluice sluice(fmt::format(R"([global]
-workers = 1
-
-[admin]
-metrics = "127.0.0.1:0"
-
-[[listeners]]
+    Sluice sluice(with_metrics(1) + fmt::format(R"([[listeners]]
 name = "front"
 listen = "127.0.0.1:0"
 pool = "p"
@@ -212,9 +212,11 @@ backends = [{{ address = "{}", name = "u" }}]
 TEST_CASE("with log_format json every line sluice writes to stderr is a JSON object, level included")
 {
     EchoBackend echo("a");
-    Sluice sluice(fmt::format(R"([global]
+    auto config = [&](const char* level, int workers) {
+        return fmt::format(R"([global]
 log_format = "json"
-log_level = "info"
+log_level = "{}"
+workers = {}
 
 [[listeners]]
 name = "front"
@@ -224,23 +226,12 @@ pool = "p"
 [pools.p]
 backends = [{{ address = "{}" }}]
 )",
-                              echo.address()));
+                           level, workers, echo.address());
+    };
+    Sluice sluice(config("info", 2));
     CHECK(sluice.process().count_lines(R"("level":"info","message":"sluice started: )") == 1);
     // A reload to warning level: info lines stop, warnings still come.
-    sluice.rewrite_config(fmt::format(R"([global]
-log_format = "json"
-log_level = "warning"
-workers = 3
-
-[[listeners]]
-name = "front"
-listen = "127.0.0.1:0"
-pool = "p"
-
-[pools.p]
-backends = [{{ address = "{}" }}]
-)",
-                                      echo.address()));
+    sluice.rewrite_config(config("warning", 3));
     sluice.process().send_signal(SIGHUP);
     REQUIRE(sluice.process().wait_for_line(R"("level":"warning","message":"reload: [global] workers)"));
     sluice.process().send_signal(SIGTERM);
@@ -258,13 +249,7 @@ backends = [{{ address = "{}" }}]
 TEST_CASE("latency histograms count every session made: connect time per backend, duration per pool, checks")
 {
     EchoBackend echo("a");
-    Sluice sluice(fmt::format(R"([global]
-workers = 2
-
-[admin]
-metrics = "127.0.0.1:0"
-
-[[listeners]]
+    Sluice sluice(with_metrics(2) + fmt::format(R"([[listeners]]
 name = "front"
 listen = "127.0.0.1:0"
 pool = "p"
@@ -319,13 +304,7 @@ TEST_CASE("every metric the Grafana dashboard queries is one sluice exports")
     // listeners, a checked pool, a session made.
     EchoBackend echo("a");
     EchoBackend udp_echo("u", "echo", "127.0.0.1:0", Transport::Udp);
-    Sluice sluice(fmt::format(R"([global]
-workers = 1
-
-[admin]
-metrics = "127.0.0.1:0"
-
-[[listeners]]
+    Sluice sluice(with_metrics(1) + fmt::format(R"([[listeners]]
 name = "front"
 listen = "127.0.0.1:0"
 pool = "p"
