@@ -133,7 +133,7 @@ void SessionRegistry::record_end(const Session& session, EndCause cause) const n
     if (!session.worker_runtime_ || !session.worker_runtime_->runtime)
         return;  // a session made without a generation (unit tests)
     const Runtime& runtime = *session.worker_runtime_->runtime;
-    const PoolRuntime* pool = runtime.find_pool(session.listener().pool);
+    const PoolRuntime* pool = session.pool_ ? session.pool_ : runtime.find_pool(session.listener().pool);
     const double duration = loop_.now() - session.started_at();
     if (pool && pool->histograms)
         pool->histograms->worker(worker_).session_duration.record(kSessionLadder, duration);

@@ -30,6 +30,7 @@ TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerRuntime> gen
     upstream_.splice_off = downstream_.splice_off = !worker.splice_enabled();
     timer_.bind<TcpSession, &TcpSession::on_timer>(worker.loop(), this);
     last_activity_ = started_at();
+    set_pool(pool.runtime);
 }
 
 std::string_view TcpSession::state() const noexcept

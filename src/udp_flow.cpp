@@ -113,6 +113,7 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerRuntime> generatio
 {
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
+    set_pool(&pool);
 }
 
 // The flow holds one backend reference (BackendTable::acquire, taken by the

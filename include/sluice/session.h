@@ -28,6 +28,7 @@
 namespace sluice {
 
 class EventLoop;
+struct PoolRuntime;
 struct WorkerRuntime;
 
 // How a session ended (access log `end=`, debug lines).
@@ -94,6 +95,9 @@ public:
     // flow) reports its connect, for the access log. Loop thread.
     void set_connect_seconds(double seconds) noexcept { connect_seconds_ = seconds; }
     void set_retries(int retries) noexcept { retries_ = retries; }
+    // The pool (of the session's generation) it draws backends from, so the
+    // end of the session needs no lookup by name. Unset: found by name.
+    void set_pool(const PoolRuntime* pool) noexcept { pool_ = pool; }
 
 private:
     friend class SessionRegistry;
@@ -103,6 +107,7 @@ private:
     // a reload never frees its listener config or pool under it.
     std::shared_ptr<WorkerRuntime> worker_runtime_;
     double started_at_;
+    const PoolRuntime* pool_ = nullptr;
     double connect_seconds_ = -1;
     int retries_ = 0;
     BackendId backend_ = 0;
