@@ -1,12 +1,13 @@
 #include "sluice/access_log.h"
 
+#include "sluice/json.h"
 #include "sluice/log.h"
 
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <iterator>
 #include <unistd.h>
 
 namespace sluice {
@@ -46,17 +47,52 @@ void AccessLogFile::write_line(std::string_view line) noexcept
     }
 }
 
-std::string format_access_line(const AccessRecord& r)
+namespace {
+
+std::string format_text(const AccessRecord& r, const std::string& time)
 {
-    timespec ts{};
-    ::clock_gettime(CLOCK_REALTIME, &ts);
-    tm utc{};
-    ::gmtime_r(&ts.tv_sec, &utc);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z listener={} client={} backend={} duration_ms={} "
-                       "bytes_in={} bytes_out={} end={}",
-                       utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-                       ts.tv_nsec / 1000000, r.listener, r.client, r.backend, r.duration_ms, r.bytes_in, r.bytes_out,
-                       r.end);
+    std::string line = fmt::format("{} listener={} client={} backend={} duration_ms={} bytes_in={} bytes_out={} end={}",
+                                   time, r.listener, r.client, r.backend, r.duration_ms, r.bytes_in, r.bytes_out,
+                                   r.end);
+    if (r.connect_ms < 0)
+        line += " connect_ms=-";
+    else
+        fmt::format_to(std::back_inserter(line), " connect_ms={:.3f}", r.connect_ms);
+    fmt::format_to(std::back_inserter(line), " retries={}", r.retries);
+    if (r.protocol == Protocol::Udp)
+        fmt::format_to(std::back_inserter(line), " datagrams_in={} datagrams_out={}", r.datagrams_in,
+                       r.datagrams_out);
+    return line;
+}
+
+std::string format_json(const AccessRecord& r, const std::string& time)
+{
+    // Names are the operator's, clients' addresses are ours: all quoted
+    // through json_quote all the same, so no value can break the line.
+    std::string line = fmt::format(R"({{"time":{},"listener":{},"protocol":{},"client":{},"backend":)",
+                                   json_quote(time), json_quote(r.listener), json_quote(to_string(r.protocol)),
+                                   json_quote(r.client));
+    line += r.backend == "-" ? "null" : json_quote(r.backend);
+    line += R"(,"connect_ms":)";
+    if (r.connect_ms < 0)
+        line += "null";
+    else
+        fmt::format_to(std::back_inserter(line), "{:.3f}", r.connect_ms);
+    fmt::format_to(std::back_inserter(line), R"(,"duration_ms":{},"bytes_in":{},"bytes_out":{},"retries":{})",
+                   r.duration_ms, r.bytes_in, r.bytes_out, r.retries);
+    if (r.protocol == Protocol::Udp)
+        fmt::format_to(std::back_inserter(line), R"(,"datagrams_in":{},"datagrams_out":{})", r.datagrams_in,
+                       r.datagrams_out);
+    fmt::format_to(std::back_inserter(line), R"(,"end":{}}})", json_quote(r.end));
+    return line;
+}
+
+} // namespace
+
+std::string format_access_line(const AccessRecord& record, AccessLogFormat format)
+{
+    const std::string time = log::utc_timestamp();
+    return format == AccessLogFormat::Json ? format_json(record, time) : format_text(record, time);
 }
 
 } // namespace sluice

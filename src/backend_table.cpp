@@ -44,6 +44,7 @@
 
 #include <cassert>
 #include <ctime>
+#include <new>
 
 namespace sluice {
 
@@ -87,6 +88,12 @@ std::uint16_t BackendTable::weight(BackendId id) const noexcept
 
 BackendCounters::BackendCounters(std::size_t capacity) : capacity_(capacity), lines_(new Line[capacity]) {}
 
+BackendCounters::~BackendCounters()
+{
+    for (std::size_t i = 0; i < capacity_; ++i)
+        delete lines_[i].connect_times.load(kRelaxed);
+}
+
 BackendCounters::Line& BackendCounters::line(BackendId id, std::uint32_t epoch) noexcept
 {
     assert(id < capacity_);
@@ -97,6 +104,8 @@ BackendCounters::Line& BackendCounters::line(BackendId id, std::uint32_t epoch) 
         l.sessions.store(0, kRelaxed);
         l.bytes_in.store(0, kRelaxed);
         l.bytes_out.store(0, kRelaxed);
+        if (DurationHistogram* times = l.connect_times.load(kRelaxed))
+            times->reset();
         l.epoch.store(epoch, std::memory_order_release);
     }
     return l;
@@ -114,6 +123,30 @@ BackendCounters::Totals BackendCounters::read(BackendId id, std::uint32_t epoch)
     t.bytes_in = l.bytes_in.load(kRelaxed);
     t.bytes_out = l.bytes_out.load(kRelaxed);
     return t;
+}
+
+void BackendCounters::count_connect_time(BackendId id, std::uint32_t epoch, double seconds) noexcept
+{
+    Line& l = line(id, epoch);
+    DurationHistogram* times = l.connect_times.load(kRelaxed);
+    if (!times) [[unlikely]] {
+        times = new (std::nothrow) DurationHistogram();
+        if (!times)
+            return;
+        l.connect_times.store(times, std::memory_order_release);
+    }
+    times->record(kConnectLadder, seconds);
+}
+
+void BackendCounters::read_connect_times(BackendId id, std::uint32_t epoch, HistogramCounts& into) const noexcept
+{
+    if (id >= capacity_)
+        return;
+    const Line& l = lines_[id];
+    if (l.epoch.load(kAcquire) != epoch)
+        return;
+    if (const DurationHistogram* times = l.connect_times.load(kAcquire))
+        times->read_into(into);
 }
 
 // The window opens at the first failure and lasts fail_timeout_ms; the call that

@@ -51,12 +51,13 @@ namespace {
 using KeyList = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners", "pools"};
-constexpr std::array<std::string_view, 7> kGlobalKeys{
-    "workers", "max_connections", "drain_timeout", "pipe_size", "backlog", "splice", "cpu_affinity"};
+constexpr std::array<std::string_view, 9> kGlobalKeys{"workers", "max_connections", "drain_timeout",
+                                                      "pipe_size", "backlog", "splice",
+                                                      "cpu_affinity", "log_level", "log_format"};
 constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
-constexpr std::array<std::string_view, 10> kListenerKeys{
+constexpr std::array<std::string_view, 11> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log",
-    "accept_proxy", "accept_proxy_from", "proxy_timeout"};
+    "accept_proxy", "accept_proxy_from", "proxy_timeout", "access_log_format"};
 constexpr std::array<std::string_view, 10> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
                                                      "fail_timeout", "health", "on_down", "on_up", "backends",
                                                      "send_proxy"};
@@ -106,6 +107,21 @@ constexpr std::array<Choice<ProxyVersion>, 3> kSendProxy{{
     {"off", ProxyVersion::Off},
     {"v1", ProxyVersion::V1},
     {"v2", ProxyVersion::V2},
+}};
+constexpr std::array<Choice<AccessLogFormat>, 2> kAccessLogFormats{{
+    {"text", AccessLogFormat::Text},
+    {"json", AccessLogFormat::Json},
+}};
+constexpr std::array<Choice<log::Level>, 5> kLogLevels{{
+    {"debug", log::Level::Debug},
+    {"info", log::Level::Info},
+    {"notice", log::Level::Notice},
+    {"warning", log::Level::Warning},
+    {"error", log::Level::Error},
+}};
+constexpr std::array<Choice<log::Format>, 2> kLogFormats{{
+    {"text", log::Format::Text},
+    {"json", log::Format::Json},
 }};
 // libpq's sslmode values.
 constexpr std::array<Choice<std::string_view>, 6> kSslModes{{
@@ -599,6 +615,8 @@ private:
         in.integer("backlog", IntRange{1, 65535}, out.backlog);
         in.boolean("splice", out.splice);
         read_cpu_affinity(in, out.cpu_affinity);
+        in.choice("log_level", kLogLevels, out.log_level);
+        in.choice("log_format", kLogFormats, out.log_format);
     }
 
     // "none", "auto", or a list of CPU numbers. Whether the listed CPUs are
@@ -1068,6 +1086,7 @@ private:
         in.string("access_log", listener.access_log);
         if (protocol_valid)
             read_accept_proxy(in, listener);
+        in.choice("access_log_format", kAccessLogFormats, listener.access_log_format);
         origin.named = in.name("name", listener.name);
         origin.valid = origin.valid && protocol_valid;
         if (origin.valid)

@@ -1,15 +1,20 @@
 #include "sluice/log.h"
 
+#include "sluice/json.h"
+
 #include <atomic>
 #include <cerrno>
 #include <climits>
 #include <condition_variable>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <iterator>
 #include <mutex>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <string>
 #include <sys/uio.h>
 #include <thread>
@@ -21,17 +26,9 @@ namespace sluice::log {
 namespace {
 
 std::atomic<Level> g_level{Level::Info};
-
-const char* level_name(Level level)
-{
-    switch (level) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warning: return "warning";
-    case Level::Error: return "error";
-    }
-    return "info";
-}
+std::atomic<bool> g_debug_pinned{false};
+std::atomic<Format> g_format{Format::Text};
+std::atomic<bool> g_priority_prefix{false};
 
 // While a sink stays behind, the drop count is also reported this often, not
 // only once the writer has caught up.
@@ -77,15 +74,71 @@ bool write_fully(int fd, std::string_view text) noexcept
 
 } // namespace
 
-std::string format_line(Level level, std::string_view message)
+std::string_view to_string(Level level) noexcept
+{
+    switch (level) {
+    case Level::Debug: return "debug";
+    case Level::Info: return "info";
+    case Level::Notice: return "notice";
+    case Level::Warning: return "warning";
+    case Level::Error: return "error";
+    }
+    return "info";
+}
+
+int syslog_priority(Level level) noexcept
+{
+    switch (level) {
+    case Level::Debug: return 7;
+    case Level::Info: return 6;
+    case Level::Notice: return 5;
+    case Level::Warning: return 4;
+    case Level::Error: return 3;
+    }
+    return 6;
+}
+
+std::string utc_timestamp()
 {
     timespec ts{};
     ::clock_gettime(CLOCK_REALTIME, &ts);
     tm utc{};
     ::gmtime_r(&ts.tv_sec, &utc);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {}: {}\n", utc.tm_year + 1900, utc.tm_mon + 1,
-                       utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, ts.tv_nsec / 1000000, level_name(level),
-                       message);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
+                       utc.tm_hour, utc.tm_min, utc.tm_sec, ts.tv_nsec / 1000000);
+}
+
+std::string format_line(Level level, std::string_view message) { return format_line(level, message, Style{}); }
+
+std::string format_line(Level level, std::string_view message, Style style)
+{
+    std::string line;
+    if (style.priority_prefix)
+        line = fmt::format("<{}>", syslog_priority(level));
+    if (style.format == Format::Json)
+        fmt::format_to(std::back_inserter(line), R"({{"time":"{}","level":"{}","message":{}}})", utc_timestamp(),
+                       to_string(level), json_quote(message));
+    else
+        fmt::format_to(std::back_inserter(line), "{} {}: {}", utc_timestamp(), to_string(level), message);
+    line += '\n';
+    return line;
+}
+
+bool is_journal_stream(const char* journal_stream, int fd) noexcept
+{
+    // systemd.exec(5): JOURNAL_STREAM is "DEVICE:INODE" of the stream it
+    // connected stdout/stderr to; a stderr redirected since (by a shell in
+    // the unit, say) no longer matches and gets plain lines.
+    if (!journal_stream)
+        return false;
+    unsigned long long device = 0, inode = 0;
+    char rest = 0;
+    if (std::sscanf(journal_stream, "%llu:%llu%c", &device, &inode, &rest) != 2)
+        return false;
+    struct stat st{};
+    if (::fstat(fd, &st) != 0)
+        return false;
+    return static_cast<unsigned long long>(st.st_dev) == device && static_cast<unsigned long long>(st.st_ino) == inode;
 }
 
 // ---- LineQueue ------------------------------------------------------------------
@@ -150,7 +203,8 @@ void LineQueue::State::run_writer()
             lock.unlock();
             try {
                 write_fully(report_fd, format_line(Level::Warning,
-                                                   fmt::format("log: {} lines dropped (sink too slow)", lost)));
+                                                   fmt::format("log: {} lines dropped (sink too slow)", lost),
+                                                   style()));
             } catch (...) {
                 lost = 0;  // out of memory: the next report carries the count
             }
@@ -320,6 +374,26 @@ bool flush(std::chrono::milliseconds timeout) noexcept
 
 void set_level(Level level) noexcept { g_level.store(level, std::memory_order_relaxed); }
 
+void pin_debug() noexcept
+{
+    g_debug_pinned.store(true, std::memory_order_relaxed);
+    set_level(Level::Debug);
+}
+
+void configure(Level level, Format format) noexcept
+{
+    if (!g_debug_pinned.load(std::memory_order_relaxed))
+        set_level(level);
+    g_format.store(format, std::memory_order_relaxed);
+}
+
+void set_priority_prefix(bool on) noexcept { g_priority_prefix.store(on, std::memory_order_relaxed); }
+
+Style style() noexcept
+{
+    return Style{g_format.load(std::memory_order_relaxed), g_priority_prefix.load(std::memory_order_relaxed)};
+}
+
 bool enabled(Level level) noexcept
 {
     return static_cast<int>(level) >= static_cast<int>(g_level.load(std::memory_order_relaxed));
@@ -329,7 +403,7 @@ void write(Level level, std::string_view message) noexcept
 {
     int saved = errno;
     try {
-        enqueue(STDERR_FILENO, nullptr, format_line(level, message));
+        enqueue(STDERR_FILENO, nullptr, format_line(level, message, style()));
     } catch (...) {
         // Logging must never take the process down (allocation failure).
     }

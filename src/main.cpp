@@ -6,6 +6,7 @@
 #include "sluice/server.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <fmt/format.h>
 
 #ifndef SLUICE_VERSION
@@ -50,7 +51,9 @@ int main(int argc, char** argv)
     }
 
     if (cmd.debug)
-        sluice::log::set_level(sluice::log::Level::Debug);
+        sluice::log::pin_debug();
+    sluice::log::set_priority_prefix(sluice::log::is_journal_stream(std::getenv("JOURNAL_STREAM"), 2));
+    sluice::log::configure(loaded.config->global.log_level, loaded.config->global.log_format);
     sluice::Server server(std::move(*loaded.config));
     return server.run();
 }

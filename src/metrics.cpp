@@ -40,6 +40,8 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
             pool_snap.retries = pool.stats->retries.load(relaxed);
             pool_snap.rejected = pool.stats->rejected.load(relaxed);
         }
+        if (pool.histograms)
+            pool_snap.histograms = pool.histograms->total();
         for (std::size_t b = 0; b < pool.backend_ids.size(); ++b) {
             const BackendConfig& config = pool.config->backends[b];
             const BackendSlot& slot = table.slot(pool.backend_ids[b]);
@@ -64,6 +66,7 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
                 backend.total += t.sessions;
                 backend.bytes_in += t.bytes_in;
                 backend.bytes_out += t.bytes_out;
+                worker->read_connect_times(pool.backend_ids[b], epoch, backend.connect_times);
             }
             if (auto report = reports ? reports->get(pool.backend_ids[b]) : std::nullopt) {
                 backend.check = to_string(report->kind);
@@ -72,6 +75,7 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
                 backend.verdict = std::move(report->detail);
                 backend.role = to_string(report->role);
                 backend.check_seconds = report->duration_seconds;
+                backend.check_durations = report->durations;
             }
             pool_snap.sessions += backend.total;
             pool_snap.active += backend.active;
@@ -116,6 +120,25 @@ public:
         else
             fmt::format_to(std::back_inserter(text_), "{}{{{}}} {}\n", name, labels, value);
     }
+    // One histogram's samples: cumulative _bucket lines (le = each bound of
+    // `ladder`, then +Inf), _sum and _count. `labels` may be empty.
+    void histogram(std::string_view name, std::string_view labels, HistogramLadder ladder,
+                   const HistogramCounts& counts)
+    {
+        const std::string_view comma = labels.empty() ? "" : ",";
+        std::uint64_t cumulative = 0;
+        for (std::size_t i = 0; i <= ladder.size(); ++i) {
+            cumulative += counts.buckets[i];
+            if (i < ladder.size())
+                fmt::format_to(std::back_inserter(text_), "{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, comma,
+                               ladder[i], cumulative);
+            else
+                fmt::format_to(std::back_inserter(text_), "{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, comma,
+                               cumulative);
+        }
+        sample(fmt::format("{}_sum", name), labels, fmt::format("{:.6f}", counts.sum));
+        sample(fmt::format("{}_count", name), labels, cumulative);
+    }
     std::string take() { return std::move(text_); }
 
 private:
@@ -127,6 +150,8 @@ std::string backend_labels(const BackendSnapshot& b)
     return fmt::format("pool=\"{}\",backend=\"{}\",address=\"{}\"", escape_label(b.pool), escape_label(b.name),
                        escape_label(b.address));
 }
+
+std::string pool_labels(const PoolSnapshot& p) { return fmt::format("pool=\"{}\"", escape_label(p.name)); }
 
 // One counter family of one kind of row: its name, its help and the field
 // that holds its value.
@@ -196,7 +221,7 @@ std::string format_prometheus(const StatsSnapshot& s)
     }};
     write_counters(
         out, pool_metrics, s.pools,
-        [](const PoolSnapshot& p) { return fmt::format("pool=\"{}\"", escape_label(p.name)); },
+        pool_labels,
         [](const PoolSnapshot& p) -> const PoolSnapshot& { return p; });
 
     out.family("sluice_backend_up", "gauge", "1 when the backend is healthy (active and passive checks), else 0.");
@@ -243,6 +268,28 @@ std::string format_prometheus(const StatsSnapshot& s)
     }};
     write_counters(out, backend_metrics, s.backends, backend_labels,
                    [](const BackendSnapshot& b) -> const BackendSnapshot& { return b; });
+
+    // Latency histograms (duration_histogram.h: per-worker buckets summed here).
+    out.family("sluice_backend_connect_duration_seconds", "histogram",
+               "Time from connect(2) to an established TCP connection to the backend, per successful connect.");
+    for (const BackendSnapshot& b : s.backends)
+        out.histogram("sluice_backend_connect_duration_seconds", backend_labels(b), kConnectLadder, b.connect_times);
+    out.family("sluice_backend_health_check_duration_seconds", "histogram",
+               "How long each active check of the backend took (a timed-out check counts its timeout).");
+    for (const BackendSnapshot& b : s.backends)
+        if (!b.check.empty())
+            out.histogram("sluice_backend_health_check_duration_seconds",
+                          fmt::format("{},check=\"{}\"", backend_labels(b), b.check), kConnectLadder,
+                          b.check_durations);
+    out.family("sluice_pool_session_duration_seconds", "histogram",
+               "Sessions of the pool (TCP connections and UDP flows), from accept to end.");
+    for (const PoolSnapshot& p : s.pools)
+        out.histogram("sluice_pool_session_duration_seconds", pool_labels(p), kSessionLadder,
+                      p.histograms.session_duration);
+    out.family("sluice_pool_queue_wait_seconds", "histogram",
+               "How long clients waited in the pool's queue for a backend.");
+    for (const PoolSnapshot& p : s.pools)
+        out.histogram("sluice_pool_queue_wait_seconds", pool_labels(p), kQueueLadder, p.histograms.queue_wait);
 
     auto worker_label = [](const WorkerSnapshot& w) { return fmt::format("worker=\"{}\"", w.index); };
     out.family("sluice_worker_cpu_seconds_total", "counter", "CPU time used by the worker thread (user and system).");

@@ -72,6 +72,8 @@ bool attach_operations(Runtime& next, const Runtime* previous, unsigned workers,
     for (PoolRuntime& pool : next.pools) {
         const PoolRuntime* before = previous ? previous->find_pool(pool.config->name) : nullptr;
         pool.stats = before && before->stats ? before->stats : std::make_shared<PoolStats>();
+        pool.histograms =
+            before && before->histograms ? before->histograms : std::make_shared<PoolHistograms>(workers);
     }
     return ok;
 }

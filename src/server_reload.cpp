@@ -129,6 +129,7 @@ ReloadOutcome Server::reload()
     admin_.update(published);
     generations_.push_back(published);
     runtime_ = std::move(next);
+    log::configure(runtime_->config.global.log_level, runtime_->config.global.log_format);
     watch_service();
     process_.generation.store(runtime_->generation, std::memory_order_relaxed);
     process_.reloads_ok.fetch_add(1, std::memory_order_relaxed);

@@ -30,8 +30,8 @@ std::string_view to_string(EndCause cause) noexcept
 
 Session::~Session() = default;
 
-SessionRegistry::SessionRegistry(std::atomic<std::int64_t>& admitted, const EventLoop& loop)
-    : admitted_(admitted), loop_(loop)
+SessionRegistry::SessionRegistry(std::atomic<std::int64_t>& admitted, const EventLoop& loop, unsigned worker)
+    : admitted_(admitted), loop_(loop), worker_(worker)
 {
 }
 
@@ -95,7 +95,7 @@ void SessionRegistry::finish(Session& session, EndCause cause) noexcept
 {
     loop_.assert_loop_thread();
     admitted_.fetch_sub(1, std::memory_order_relaxed);
-    write_access_log(session, cause);
+    record_end(session, cause);
     const bool had_backend = session.has_backend_;
     const BackendId backend = session.backend_;
     clear_backend(session);
@@ -129,11 +129,16 @@ std::size_t SessionRegistry::end_backend_sessions(BackendId backend, EndCause ca
     return ended;
 }
 
-void SessionRegistry::write_access_log(const Session& session, EndCause cause) const noexcept
+void SessionRegistry::record_end(const Session& session, EndCause cause) const noexcept
 {
     if (!session.worker_runtime_ || !session.worker_runtime_->runtime)
         return;  // a session made without a generation (unit tests)
     const Runtime& runtime = *session.worker_runtime_->runtime;
+    const PoolRuntime* pool = session.pool_ ? session.pool_ : runtime.find_pool(session.listener().pool);
+    const double duration = loop_.now() - session.started_at();
+    if (pool && pool->histograms)
+        pool->histograms->worker(worker_).session_duration.record(kSessionLadder, duration);
+
     const ListenerRuntime* listener = runtime.find_listener(session.listener());
     if (!listener || !listener->access_log)
         return;
@@ -141,16 +146,21 @@ void SessionRegistry::write_access_log(const Session& session, EndCause cause) c
         SessionCounts counts = session.counts();
         AccessRecord record;
         record.listener = session.listener().name;
+        record.protocol = session.protocol();
         record.client = session.client().to_string();
         record.backend = "-";
-        if (auto id = session.backend())
-            if (const PoolRuntime* pool = runtime.find_pool(session.listener().pool))
-                record.backend = pool->label(*id);
-        record.duration_ms = static_cast<std::int64_t>((loop_.now() - session.started_at()) * 1000.0);
+        if (auto id = session.backend(); id && pool)
+            record.backend = pool->label(*id);
+        if (session.connect_seconds() >= 0)
+            record.connect_ms = session.connect_seconds() * 1000.0;
+        record.duration_ms = static_cast<std::int64_t>(duration * 1000.0);
         record.bytes_in = counts.bytes_in;
         record.bytes_out = counts.bytes_out;
+        record.datagrams_in = counts.datagrams_in;
+        record.datagrams_out = counts.datagrams_out;
+        record.retries = session.retries();
         record.end = to_string(cause);
-        listener->access_log->write_line(format_access_line(record));
+        listener->access_log->write_line(format_access_line(record, session.listener().access_log_format));
     } catch (...) {
         // Out of memory: no access line for this session.
     }

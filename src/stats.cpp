@@ -23,4 +23,19 @@ ListenerTotals ListenerCounters::total() const noexcept
     return sum;
 }
 
+PoolHistograms::PoolHistograms(unsigned workers)
+    : workers_(workers > 0 ? workers : 1), per_worker_(std::make_unique<PoolWorkerHistograms[]>(workers_))
+{
+}
+
+PoolHistogramTotals PoolHistograms::total() const noexcept
+{
+    PoolHistogramTotals sum;
+    for (unsigned i = 0; i < workers_; ++i) {
+        per_worker_[i].session_duration.read_into(sum.session_duration);
+        per_worker_[i].queue_wait.read_into(sum.queue_wait);
+    }
+    return sum;
+}
+
 } // namespace sluice

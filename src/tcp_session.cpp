@@ -39,6 +39,7 @@ TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerRuntime> gen
     upstream_.splice_off = downstream_.splice_off = !worker.splice_enabled();
     timer_.bind<TcpSession, &TcpSession::on_timer>(worker.loop(), this);
     last_activity_ = started_at();
+    set_pool(pool.runtime);
 }
 
 std::string_view TcpSession::state() const noexcept
@@ -235,6 +236,8 @@ void TcpSession::connect_next()
         return;
     }
     worker_.sessions().set_backend(*this, *id);
+    set_retries(connector_.attempts_failed());  // each failure so far led to this pick
+    connect_started_ = worker_.loop().now();
     const BackendConfig* backend = pool_.runtime->backend(*id);
     Result<UniqueFd> sock = start_connect(backend->address);
     if (!sock) [[unlikely]] {
@@ -292,6 +295,10 @@ void TcpSession::on_established()
 {
     state_ = State::Established;
     timer_.stop();
+    const double connect_time = worker_.loop().now() - connect_started_;
+    set_connect_seconds(connect_time);
+    const BackendId id = *backend();
+    worker_.backend_counters().count_connect_time(id, worker_.table().epoch(id), connect_time);
     set_nodelay(backend_fd_.get());
     backend_io_.stop();
     backend_io_.bind<TcpSession, &TcpSession::on_backend_event>(worker_.loop(), this, backend_fd_.get());

@@ -113,6 +113,7 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerRuntime> generatio
 {
     io_.bind<UdpFlow, &UdpFlow::on_readable>(listener.worker().loop(), this, socket_.get());
     io_.set_events(EV_READ);
+    set_pool(&pool);
 }
 
 // The flow holds one backend reference (BackendTable::acquire, taken by the
@@ -299,6 +300,8 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
                 UdpFlow& added = worker_.sessions().add(
                     std::make_unique<UdpFlow>(*this, generation, *pool->runtime, *id, std::move(sock.value())));
                 worker_.sessions().set_backend(added, *id);
+                added.set_connect_seconds(0);  // a UDP connect(2) has no handshake
+                added.set_retries(connector.attempts_failed());
                 flows_.insert(client, &added, worker_.loop().now());
                 stats_.accepted.fetch_add(1, std::memory_order_relaxed);
                 arm_idle_timer();

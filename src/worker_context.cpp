@@ -11,7 +11,7 @@ WorkerContext::WorkerContext(unsigned index, SharedState& shared, const WorkerOp
     , buffers_(16)
     , reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC))
     , splice_(options.splice)
-    , sessions_(shared.sessions, loop_)
+    , sessions_(shared.sessions, loop_, index)
 {
 }
 

@@ -1,9 +1,18 @@
-// Access log: one line per finished session, per listener (`access_log` key).
+// Access log: one line per finished session, TCP connection or UDP flow, per
+// listener (`access_log` key), in the listener's `access_log_format`:
 //
 //   2025-01-31T12:00:00.123Z listener=front client=10.0.0.5:41234 backend=pg/pg-a
-//     duration_ms=5321 bytes_in=1200 bytes_out=48211 end=done
-// (one line; bytes_in = client -> backend, bytes_out = backend -> client; end is
-// a CloseReason, backend "-" when none was reached).
+//     duration_ms=5321 bytes_in=1200 bytes_out=48211 end=done connect_ms=0.412 retries=0
+// (text, one line; bytes_in = client -> backend, bytes_out = backend -> client;
+// end is an EndCause, backend and connect_ms "-" when no backend was reached;
+// a UDP flow adds datagrams_in= datagrams_out=). New fields are appended, so
+// a parser of the older lines keeps working.
+//
+//   {"time":"2025-01-31T12:00:00.123Z","listener":"front","protocol":"tcp",
+//    "client":"10.0.0.5:41234","backend":"pg/pg-a","connect_ms":0.412,
+//    "duration_ms":5321,"bytes_in":1200,"bytes_out":48211,"retries":0,"end":"done"}
+// (json, one object per line; backend and connect_ms null when no backend was
+// reached; a UDP flow adds "datagrams_in" and "datagrams_out").
 //
 // Files are opened by the control thread (at start and on every reload, which
 // therefore also reopens a rotated file) with O_APPEND. A worker never writes
@@ -12,6 +21,7 @@
 // never a stalled loop. Lines from workers never interleave.
 #pragma once
 
+#include "sluice/config.h"
 #include "sluice/fd.h"
 
 #include <cstdint>
@@ -39,15 +49,20 @@ private:
 
 struct AccessRecord {
     std::string_view listener;
+    Protocol protocol = Protocol::Tcp;
     std::string client;       // "ip:port"
     std::string backend;      // "pool/name", or "-"
+    double connect_ms = -1;   // negative: no connect succeeded
     std::int64_t duration_ms = 0;
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
-    std::string_view end;     // to_string(CloseReason)
+    std::uint64_t datagrams_in = 0;   // UDP only
+    std::uint64_t datagrams_out = 0;  // UDP only
+    int retries = 0;          // further backends tried after a failed connect
+    std::string_view end;     // to_string(EndCause)
 };
 
-// The line for `record`, stamped with the current UTC time.
-std::string format_access_line(const AccessRecord& record);
+// The line for `record` (without its newline), stamped with the current UTC time.
+std::string format_access_line(const AccessRecord& record, AccessLogFormat format = AccessLogFormat::Text);
 
 } // namespace sluice

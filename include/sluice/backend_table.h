@@ -11,6 +11,7 @@
 // Balancers only read.
 #pragma once
 
+#include "sluice/duration_histogram.h"
 #include "sluice/errors.h"
 
 #include <array>
@@ -127,6 +128,11 @@ private:
 // write), summed by the admin thread when asked. A line counts for one epoch
 // of its slot; its worker resets it on the first count of a newer epoch, and
 // readers ignore a line of another epoch.
+//
+// Connect times (sluice_backend_connect_duration_seconds) are a histogram per
+// line, made by the worker at its first connect to that backend: a worker
+// touches only the backends it talks to, so the table's capacity costs a
+// pointer per line, not a histogram.
 class BackendCounters {
 public:
     struct Totals {
@@ -136,6 +142,9 @@ public:
     };
 
     explicit BackendCounters(std::size_t capacity = BackendTable::kCapacity);
+    ~BackendCounters();
+    BackendCounters(const BackendCounters&) = delete;
+    BackendCounters& operator=(const BackendCounters&) = delete;
 
     // --- the owning worker's thread ---
     void count_session(BackendId id, std::uint32_t epoch) noexcept { bump(line(id, epoch).sessions, 1); }
@@ -146,8 +155,14 @@ public:
         bump(l.bytes_out, from_backend);
     }
 
+    // A TCP connect to `id` took `seconds` (kConnectLadder). The first one
+    // per backend allocates its histogram; without memory it is not counted.
+    void count_connect_time(BackendId id, std::uint32_t epoch, double seconds) noexcept;
+
     // Any thread: this worker's counts for `id` in `epoch`.
     Totals read(BackendId id, std::uint32_t epoch) const noexcept;
+    // Any thread: adds this worker's connect times for `id` in `epoch` to `into`.
+    void read_connect_times(BackendId id, std::uint32_t epoch, HistogramCounts& into) const noexcept;
 
 private:
     struct Line {
@@ -155,6 +170,8 @@ private:
         std::atomic<std::uint64_t> sessions{0};
         std::atomic<std::uint64_t> bytes_in{0};
         std::atomic<std::uint64_t> bytes_out{0};
+        // Made by the owning worker, published with release, freed with the counters.
+        std::atomic<DurationHistogram*> connect_times{nullptr};
     };
     static void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept
     {

@@ -7,6 +7,7 @@
 #include "sluice/addr.h"
 #include "sluice/cidr.h"
 #include "sluice/proxy_protocol.h"
+#include "sluice/log.h"
 
 #include <chrono>
 #include <cstdint>
@@ -26,6 +27,8 @@ std::optional<Duration> parse_duration(std::string_view text);
 
 enum class Protocol : std::uint8_t { Tcp, Udp };
 enum class BalanceAlgorithm : std::uint8_t { RoundRobin, LeastConn, IpHash, Random };
+// The listener key access_log_format (access_log.h shows both).
+enum class AccessLogFormat : std::uint8_t { Text, Json };
 
 std::string_view to_string(Protocol protocol) noexcept;
 std::string_view to_string(BalanceAlgorithm algorithm) noexcept;
@@ -114,6 +117,7 @@ struct ListenerConfig {
     bool accept_proxy = false;
     CidrSet accept_proxy_from;
     Duration proxy_timeout{3000};
+    AccessLogFormat access_log_format = AccessLogFormat::Text;
 };
 
 // Which CPU each worker thread is bound to ([global] cpu_affinity).
@@ -135,6 +139,8 @@ struct GlobalConfig {
     int backlog = 4096;           // listen(2) backlog
     bool splice = true;           // false: copy through 64 KiB buffers instead (HAProxy's "nosplice")
     CpuAffinity cpu_affinity;
+    log::Level log_level = log::Level::Info;    // sluice's own lines below it are dropped
+    log::Format log_format = log::Format::Text;
 };
 
 struct AdminConfig {

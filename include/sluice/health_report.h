@@ -11,6 +11,7 @@
 
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/duration_histogram.h"
 #include "sluice/health_check.h"
 
 #include <mutex>
@@ -27,6 +28,9 @@ struct HealthReport {
     std::string detail;         // the last probe's verdict in words
     BackendRole role = BackendRole::Unknown;  // what the server last said it is
     double duration_seconds = 0;  // how long the last probe took
+    // Every finished probe's duration since the backend was added
+    // (kConnectLadder); kept by set(), whatever the report passed in holds.
+    HistogramCounts durations;
 };
 
 class HealthReports {
@@ -35,7 +39,11 @@ public:
     void set(BackendId id, HealthReport report)
     {
         std::lock_guard lock(mutex_);
-        reports_[id] = std::move(report);
+        HealthReport& kept = reports_[id];
+        report.durations = kept.durations;
+        if (report.checked)
+            report.durations.record(kConnectLadder, report.duration_seconds);
+        kept = std::move(report);
     }
     void erase(BackendId id)
     {

@@ -9,6 +9,13 @@
 // sluice_log_lines_dropped_total). Once the writer has caught up it writes
 // "log: N lines dropped (sink too slow)" to stderr.
 //
+// Format: `[global] log_format` picks text ("2025-01-31T12:00:00.123Z
+// warning: message") or JSON ({"time":...,"level":...,"message":...}) lines;
+// `log_level` drops lines below it. When stderr is the journal (systemd sets
+// JOURNAL_STREAM to its device:inode), each line starts with its syslog
+// priority, "<4>" for a warning, which journald strips and stores, so
+// `journalctl -p warning` works.
+//
 // Lines from one thread keep their order; lines never interleave. At exit
 // the queue is flushed for up to kExitFlush, so a stuck sink cannot hold the
 // process. Never call this per byte or per read: events only (start, state
@@ -26,11 +33,34 @@
 
 namespace sluice::log {
 
-enum class Level { Debug, Info, Warning, Error };
+enum class Level { Debug, Info, Notice, Warning, Error };
+enum class Format { Text, Json };
+
+// How stderr lines are written: set once at start and at each reload, from
+// the config (configure) and the environment (journal), read by every thread.
+struct Style {
+    Format format = Format::Text;
+    bool priority_prefix = false;  // "<N>" first: stderr is the journal
+};
 
 // Lines below this level are dropped. Default Info.
 void set_level(Level level) noexcept;
 bool enabled(Level level) noexcept;
+// `--debug`: from now on configure() keeps the level at Debug.
+void pin_debug() noexcept;
+// Applies [global] log_level and log_format (control thread, at start and at
+// each reload). The journal prefix is decided once, by the environment.
+void configure(Level level, Format format) noexcept;
+void set_priority_prefix(bool on) noexcept;
+Style style() noexcept;
+
+// syslog(3) priority of `level`: debug 7, info 6, notice 5, warning 4, error 3.
+int syslog_priority(Level level) noexcept;
+std::string_view to_string(Level level) noexcept;
+
+// True when `journal_stream` (the value of JOURNAL_STREAM, "DEVICE:INODE", or
+// null) names the file open on `fd`: systemd connected it to the journal.
+bool is_journal_stream(const char* journal_stream, int fd) noexcept;
 
 // Any thread: queues one stderr line, stamped now. Never waits on I/O.
 void write(Level level, std::string_view message) noexcept;
@@ -48,6 +78,12 @@ void info(fmt::format_string<Args...> f, Args&&... args)
         write(Level::Info, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
+void notice(fmt::format_string<Args...> f, Args&&... args)
+{
+    if (enabled(Level::Notice))
+        write(Level::Notice, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
 void warning(fmt::format_string<Args...> f, Args&&... args)
 {
     if (enabled(Level::Warning))
@@ -62,6 +98,10 @@ void error(fmt::format_string<Args...> f, Args&&... args)
 
 // "2025-01-31T12:00:00.123Z info: message\n": a stderr line, stamped now.
 std::string format_line(Level level, std::string_view message);
+// The same line in `style`: text or JSON, with or without "<N>".
+std::string format_line(Level level, std::string_view message, Style style);
+// "2025-01-31T12:00:00.123Z": now, UTC, to the millisecond.
+std::string utc_timestamp();
 
 // Bytes of lines queued and not yet written, text plus kLineOverhead each,
 // before further lines are dropped: with ~150-byte access log lines, about

@@ -40,6 +40,8 @@ struct BackendSnapshot {
     std::string verdict;          // its verdict in words
     std::string role;             // what the server said it is: primary, replica, unknown
     double check_seconds = 0;     // how long it took
+    HistogramCounts check_durations;  // every probe since the backend was added
+    HistogramCounts connect_times;    // TCP connects that succeeded, summed over workers
     bool up() const noexcept { return health == Health::Up && !passive_down; }
 };
 
@@ -65,6 +67,7 @@ struct PoolSnapshot {
     std::uint64_t failed_connects = 0;
     std::uint64_t retries = 0;
     std::uint64_t rejected = 0;
+    PoolHistogramTotals histograms;  // session duration, queue wait
 };
 
 struct StatsSnapshot {

@@ -36,6 +36,9 @@ struct PoolRuntime {
     // next generations of the same pool so a reload keeps the counts (null for
     // a runtime built without attach_operations(), e.g. in unit tests).
     std::shared_ptr<PoolStats> stats;
+    // Session duration and queue wait per worker, carried like `stats` (null
+    // without attach_operations()).
+    std::shared_ptr<PoolHistograms> histograms;
 
     // "pool/name" of a backend of this pool, for logs.
     std::string label(BackendId id) const;

@@ -28,6 +28,7 @@
 namespace sluice {
 
 class EventLoop;
+struct PoolRuntime;
 struct WorkerRuntime;
 
 // How a session ended (access log `end=`, debug lines).
@@ -85,6 +86,19 @@ public:
         return has_backend_ ? std::optional<BackendId>(backend_) : std::nullopt;
     }
     double started_at() const noexcept { return started_at_; }
+    // Seconds the connect to its backend took (TCP: the handshake of the
+    // attempt that succeeded; UDP: 0), or a negative value when none succeeded.
+    double connect_seconds() const noexcept { return connect_seconds_; }
+    // Further backends tried after a failed connect (access log `retries`).
+    int retries() const noexcept { return retries_; }
+
+    // The protocol part (the session itself, or the UDP listener that opens a
+    // flow) reports its connect, for the access log. Loop thread.
+    void set_connect_seconds(double seconds) noexcept { connect_seconds_ = seconds; }
+    void set_retries(int retries) noexcept { retries_ = retries; }
+    // The pool (of the session's generation) it draws backends from, so the
+    // end of the session needs no lookup by name. Unset: found by name.
+    void set_pool(const PoolRuntime* pool) noexcept { pool_ = pool; }
 
 private:
     friend class SessionRegistry;
@@ -94,6 +108,9 @@ private:
     // a reload never frees its listener config or pool under it.
     std::shared_ptr<WorkerRuntime> worker_runtime_;
     double started_at_;
+    const PoolRuntime* pool_ = nullptr;
+    double connect_seconds_ = -1;
+    int retries_ = 0;
     BackendId backend_ = 0;
     bool has_backend_ = false;
     // Intrusive links, maintained by the registry.
@@ -109,8 +126,9 @@ class SessionRegistry {
 public:
     // `admitted`: the count of sessions across all workers that admission
     // (Listener::admit_session) raised; finish() lowers it. `loop` is the
-    // worker's, for durations and thread checks.
-    SessionRegistry(std::atomic<std::int64_t>& admitted, const EventLoop& loop);
+    // worker's, for durations and thread checks; `worker` its index, for the
+    // pools' per-worker histograms.
+    SessionRegistry(std::atomic<std::int64_t>& admitted, const EventLoop& loop, unsigned worker = 0);
     ~SessionRegistry();  // ends what is left (Shutdown)
     SessionRegistry(const SessionRegistry&) = delete;
     SessionRegistry& operator=(const SessionRegistry&) = delete;
@@ -128,8 +146,9 @@ public:
     void set_backend(Session& session, BackendId backend) noexcept;
     void clear_backend(Session& session) noexcept;
 
-    // The one end of every session: gives back its admission, writes its
-    // access-log line, unlinks and destroys it. The caller returns at once.
+    // The one end of every session: gives back its admission, records its
+    // duration in its pool's histogram, writes its access-log line, unlinks
+    // and destroys it. The caller returns at once.
     void finish(Session& session, EndCause cause) noexcept;
 
     // Ends every session (each through its end()), e.g. at shutdown.
@@ -158,10 +177,11 @@ public:
 
 private:
     void link(Session* session) noexcept;
-    void write_access_log(const Session& session, EndCause cause) const noexcept;
+    void record_end(const Session& session, EndCause cause) const noexcept;
 
     std::atomic<std::int64_t>& admitted_;
     const EventLoop& loop_;
+    unsigned worker_;
     Session* head_ = nullptr;
     std::vector<Session*> by_backend_;  // heads, indexed by BackendId, grown on demand
     std::atomic<std::size_t> count_{0};

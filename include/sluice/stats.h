@@ -9,6 +9,7 @@
 // reset them.
 #pragma once
 
+#include "sluice/duration_histogram.h"
 #include "sluice/log_throttle.h"
 
 #include <atomic>
@@ -61,6 +62,43 @@ struct alignas(64) PoolStats {
     std::atomic<std::uint64_t> failed_connects{0};  // connects that failed (each attempt)
     std::atomic<std::uint64_t> retries{0};          // further backends tried after a failure
     std::atomic<std::uint64_t> rejected{0};         // clients closed: no usable backend or retries spent
+};
+
+// A pool's latency histograms: one line per worker, written by that worker
+// alone (DurationHistogram), summed by the admin thread when scraped. Carried
+// across reloads with the pool, as PoolStats is.
+struct alignas(64) PoolWorkerHistograms {
+    // Every session of the pool, from accept to end (kSessionLadder), recorded
+    // by SessionRegistry::finish.
+    DurationHistogram session_duration;
+    // QUEUE WAIT HOOK (issue 10): the pool's queue records here, on the worker
+    // that queued the client, how long the client waited for a backend
+    // (kQueueLadder), once per queued client, when it got a backend or gave up
+    // (queue_timeout). Exported as sluice_pool_queue_wait_seconds; nothing
+    // records into it until the queue exists.
+    DurationHistogram queue_wait;
+};
+
+struct PoolHistogramTotals {
+    HistogramCounts session_duration;
+    HistogramCounts queue_wait;
+};
+
+class PoolHistograms {
+public:
+    explicit PoolHistograms(unsigned workers);
+    // The worker's own line (the last one for an index past the end, as
+    // ListenerCounters::worker).
+    PoolWorkerHistograms& worker(unsigned index) noexcept
+    {
+        return per_worker_[index < workers_ ? index : workers_ - 1];
+    }
+    // Any thread: every worker's lines summed.
+    PoolHistogramTotals total() const noexcept;
+
+private:
+    unsigned workers_;
+    std::unique_ptr<PoolWorkerHistograms[]> per_worker_;
 };
 
 // The process: written by the control thread, read by the admin thread.

@@ -132,6 +132,7 @@ private:
     RelayDirection downstream_;  // backend -> client
     State state_ = State::Connecting;
     ev_tstamp last_activity_ = 0;
+    ev_tstamp connect_started_ = 0;  // the current attempt's start (connect time)
 };
 
 } // namespace sluice

@@ -310,5 +310,6 @@ TEST_CASE("the access log has one line per session with client, backend, duratio
     INFO(log);
     CHECK(std::count(log.begin(), log.end(), '\n') == 1);
     CHECK(log.find(" listener=front client=" + client_address + " backend=p/a duration_ms=") != std::string::npos);
-    CHECK(log.find(" bytes_in=10 bytes_out=10 end=done\n") != std::string::npos);
+    CHECK(log.find(" bytes_in=10 bytes_out=10 end=done connect_ms=") != std::string::npos);
+    CHECK(log.ends_with(" retries=0\n"));
 }

@@ -748,7 +748,9 @@ TEST_CASE("a UDP flow is a session: show sessions lists it, show stat counts it,
           != std::string::npos);
     // 6 + 7 bytes each way (nothing is resent: loopback with one client does
     // not drop).
-    CHECK(log.find(" bytes_in=13 bytes_out=13 end=idle-timeout\n") != std::string::npos);
+    CHECK(log.find(" bytes_in=13 bytes_out=13 end=idle-timeout connect_ms=0.000 retries=0 datagrams_in=2 "
+                   "datagrams_out=2\n")
+          != std::string::npos);
     CHECK(wait_until([&] { return admin.command("json show sessions") == R"({"sessions":[]})"; }));
 }
 

@@ -1,6 +1,8 @@
 #include "sluice/access_log.h"
 #include "sluice/log.h"
 
+#include "json_check.h"
+
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -124,5 +126,103 @@ TEST_CASE("an access log record is one line with time, listener, client, backend
     r.end = "done";
     CHECK(std::regex_match(format_access_line(r),
                            std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z listener=front client=10\.0\.0\.5:41234 )"
-                                      R"(backend=pg/pg-a duration_ms=5321 bytes_in=1200 bytes_out=48211 end=done)")));
+                                      R"(backend=pg/pg-a duration_ms=5321 bytes_in=1200 bytes_out=48211 end=done connect_ms=- retries=0)")));
+}
+
+// ---- line formats ------------------------------------------------------------
+
+namespace {
+
+AccessRecord tcp_record()
+{
+    AccessRecord r;
+    r.listener = "front";
+    r.protocol = Protocol::Tcp;
+    r.client = "10.0.0.5:41234";
+    r.backend = "pg/pg-a";
+    r.connect_ms = 0.4125;
+    r.duration_ms = 5321;
+    r.bytes_in = 1200;
+    r.bytes_out = 48211;
+    r.retries = 1;
+    r.end = "done";
+    return r;
+}
+
+constexpr const char* kStamp = R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)";
+
+} // namespace
+
+TEST_CASE("a text access line keeps its fields in order and appends connect time and retries")
+{
+    std::string line = format_access_line(tcp_record());
+    CHECK(std::regex_match(line, std::regex(std::string(kStamp)
+                                            + " listener=front client=10\\.0\\.0\\.5:41234 backend=pg/pg-a "
+                                              "duration_ms=5321 bytes_in=1200 bytes_out=48211 end=done "
+                                              "connect_ms=0\\.412 retries=1")));
+}
+
+TEST_CASE("a text access line without a backend shows - for backend and connect time; UDP adds datagrams")
+{
+    AccessRecord r = tcp_record();
+    r.backend = "-";
+    r.connect_ms = -1;
+    r.retries = 2;
+    r.end = "no-backend";
+    CHECK(format_access_line(r).ends_with(" backend=- duration_ms=5321 bytes_in=1200 bytes_out=48211 end=no-backend "
+                                          "connect_ms=- retries=2"));
+    AccessRecord u = tcp_record();
+    u.protocol = Protocol::Udp;
+    u.connect_ms = 0;
+    u.retries = 0;
+    u.datagrams_in = 3;
+    u.datagrams_out = 4;
+    CHECK(format_access_line(u).ends_with(" end=done connect_ms=0.000 retries=0 datagrams_in=3 datagrams_out=4"));
+}
+
+TEST_CASE("a JSON access line is one valid object with every field, numbers as numbers")
+{
+    std::string line = format_access_line(tcp_record(), AccessLogFormat::Json);
+    INFO(line);
+    CHECK(std::regex_match(line, std::regex(std::string(R"(\{"time":")") + kStamp
+                                            + R"(","listener":"front","protocol":"tcp","client":"10\.0\.0\.5:41234",)"
+                                              R"("backend":"pg/pg-a","connect_ms":0\.412,"duration_ms":5321,)"
+                                              R"("bytes_in":1200,"bytes_out":48211,"retries":1,"end":"done"\})")));
+    std::string error;
+    const bool valid = test::json_lines_valid(line, &error);
+    INFO(error);
+    CHECK(valid);
+}
+
+TEST_CASE("a JSON access line of a UDP flow carries datagrams; no backend is null")
+{
+    AccessRecord r = tcp_record();
+    r.protocol = Protocol::Udp;
+    r.backend = "-";
+    r.connect_ms = -1;
+    r.datagrams_in = 7;
+    r.datagrams_out = 9;
+    r.end = "no-backend";
+    std::string line = format_access_line(r, AccessLogFormat::Json);
+    INFO(line);
+    CHECK(line.find(R"("protocol":"udp")") != std::string::npos);
+    CHECK(line.find(R"("backend":null,"connect_ms":null,)") != std::string::npos);
+    CHECK(line.ends_with(R"("retries":1,"datagrams_in":7,"datagrams_out":9,"end":"no-backend"})"));
+    CHECK(test::json_lines_valid(line));
+}
+
+TEST_CASE("a JSON access line escapes names that would break it: quotes, backslashes, control bytes, bad UTF-8")
+{
+    AccessRecord r = tcp_record();
+    r.listener = "we\"ird\\na\nme\x01\xff";
+    r.backend = "p\"q/\tb";
+    std::string line = format_access_line(r, AccessLogFormat::Json);
+    INFO(line);
+    CHECK(line.find('\n') == std::string::npos);
+    CHECK(line.find(R"("listener":"we\"ird\\na\nme\u0001\ufffd")") != std::string::npos);
+    CHECK(line.find(R"("backend":"p\"q/\tb")") != std::string::npos);
+    std::string error;
+    const bool valid = test::json_lines_valid(line, &error);
+    INFO(error);
+    CHECK(valid);
 }

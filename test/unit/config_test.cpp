@@ -556,6 +556,37 @@ backends = [{ address = "127.0.0.1:9" }]
              CHECK(config.pools[1].on_down == PoolConfig::OnDown::Keep);
              CHECK(config.pools[1].on_up == PoolConfig::OnUp::Keep);
          }},
+
+        {"log_level, log_format and access_log_format take their words", R"(
+[global]
+log_level = "warning"
+log_format = "json"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+access_log = "-"
+access_log_format = "json"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)",
+         [](const Config& config) {
+             CHECK(config.global.log_level == sluice::log::Level::Warning);
+             CHECK(config.global.log_format == sluice::log::Format::Json);
+             REQUIRE(config.listeners.size() == 2);
+             CHECK(config.listeners[0].access_log_format == sluice::AccessLogFormat::Json);
+             CHECK(config.listeners[1].access_log_format == sluice::AccessLogFormat::Text);
+         }},
+        {"log_level and log_format default to info and text", with_listener_and_pool(""),
+         [](const Config& config) {
+             CHECK(config.global.log_level == sluice::log::Level::Info);
+             CHECK(config.global.log_format == sluice::log::Format::Text);
+         }},
     };
     run(cases);
 }
@@ -781,7 +812,7 @@ workers = 4 4
 workers = 2
 wokers = 4
 )" + std::string(kListenerAndPool),
-         {R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice, cpu_affinity)"}},
+         {R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice, cpu_affinity, log_level, log_format)"}},
 
         {"an unknown key in [admin] lists the valid keys", with_listener_and_pool(R"(
 [admin]
@@ -805,7 +836,7 @@ balanse = "random"
 health = { interval = "1s", intervall = "2s" }
 backends = [{ address = "127.0.0.1:9", wieght = 2 }]
 )",
-         {R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log, accept_proxy, accept_proxy_from, proxy_timeout)",
+         {R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log, accept_proxy, accept_proxy_from, proxy_timeout, access_log_format)",
           R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, backends, send_proxy)",
           R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: protocol, interval, timeout, rise, fall, port, send, expect, path, expect_status, host, role, user, password_file, database, sslmode, max_lag)",
           R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup, send_proxy)"}},
@@ -1115,6 +1146,23 @@ backends = [{ address = "127.0.0.1:9", send_proxy = true }]
 )"),
          {R"(x.toml:2:14: unknown send_proxy "v3", expected one of: off, v1, v2)",
           "x.toml:3:53: send_proxy is a boolean, expected one of: off, v1, v2"}},
+
+        {"an unknown log_level, log_format or access_log_format lists the choices", R"(
+[global]
+log_level = "verbose"
+log_format = 1
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+access_log_format = "xml"
+
+[pools.p]
+backends = [{ address = "127.0.0.1:9" }]
+)",
+         {R"(x.toml:2:13: unknown log_level "verbose", expected one of: debug, info, notice, warning, error)",
+          "x.toml:3:14: log_format is an integer, expected one of: text, json",
+          R"(x.toml:8:21: unknown access_log_format "xml", expected one of: text, json)"}},
     };
     run(cases);
 }

@@ -1,5 +1,7 @@
 #include "sluice/log.h"
 
+#include "json_check.h"
+
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -7,6 +9,7 @@
 #include <fcntl.h>
 #include <future>
 #include <regex>
+#include <sys/stat.h>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -258,4 +261,68 @@ TEST_CASE("a queued line keeps its owner alive until the line is written")
     }));
     CHECK(file.contents() == "owned\n");
     CHECK(watch.expired());
+}
+
+// ---- format, level, journal priority -------------------------------------------
+
+TEST_CASE("a JSON log line is one valid object with time, level and the message escaped")
+{
+    std::string line = log::format_line(log::Level::Error, "pool \"pg\"\tdown\n", log::Style{log::Format::Json, false});
+    INFO(line);
+    CHECK(std::regex_match(
+        line, std::regex(R"(\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","level":"error","message":"pool \\"pg\\"\\tdown\\n"\}\n)")));
+    std::string error;
+    const bool valid = test::json_lines_valid(line, &error);
+    INFO(error);
+    CHECK(valid);
+}
+
+TEST_CASE("lines for the journal start with their syslog priority, text and JSON alike")
+{
+    const log::Style text{log::Format::Text, true};
+    CHECK(log::format_line(log::Level::Debug, "d", text).starts_with("<7>"));
+    CHECK(log::format_line(log::Level::Info, "i", text).starts_with("<6>"));
+    CHECK(log::format_line(log::Level::Notice, "n", text).starts_with("<5>"));
+    CHECK(log::format_line(log::Level::Warning, "w", text).starts_with("<4>"));
+    CHECK(log::format_line(log::Level::Error, "e", text).starts_with("<3>"));
+    CHECK(std::regex_match(log::format_line(log::Level::Warning, "backend down", text),
+                           std::regex(R"(<4>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z warning: backend down\n)")));
+    CHECK(log::format_line(log::Level::Notice, "n", log::Style{log::Format::Json, true}).starts_with("<5>{\"time\":"));
+    // Not for the journal: no prefix.
+    CHECK(log::format_line(log::Level::Error, "e", log::Style{}).starts_with("20"));
+}
+
+TEST_CASE("stderr is the journal only when JOURNAL_STREAM names the very file open on it")
+{
+    TempFile file;
+    struct stat st{};
+    REQUIRE(::fstat(file.fd(), &st) == 0);
+    const std::string matching = fmt::format("{}:{}", st.st_dev, st.st_ino);
+    CHECK(log::is_journal_stream(matching.c_str(), file.fd()));
+    CHECK_FALSE(log::is_journal_stream(nullptr, file.fd()));
+    CHECK_FALSE(log::is_journal_stream(fmt::format("{}:{}", st.st_dev, st.st_ino + 1).c_str(), file.fd()));
+    CHECK_FALSE(log::is_journal_stream((matching + "x").c_str(), file.fd()));
+    CHECK_FALSE(log::is_journal_stream("garbage", file.fd()));
+    CHECK_FALSE(log::is_journal_stream(matching.c_str(), -1));
+}
+
+TEST_CASE("the level drops the lines below it; --debug pins the level against the config")
+{
+    log::configure(log::Level::Warning, log::Format::Text);
+    CHECK_FALSE(log::enabled(log::Level::Debug));
+    CHECK_FALSE(log::enabled(log::Level::Info));
+    CHECK_FALSE(log::enabled(log::Level::Notice));
+    CHECK(log::enabled(log::Level::Warning));
+    CHECK(log::enabled(log::Level::Error));
+    log::configure(log::Level::Notice, log::Format::Json);
+    CHECK_FALSE(log::enabled(log::Level::Info));
+    CHECK(log::enabled(log::Level::Notice));
+    CHECK(log::style().format == log::Format::Json);
+    log::configure(log::Level::Error, log::Format::Text);
+    CHECK_FALSE(log::enabled(log::Level::Warning));
+    CHECK(log::enabled(log::Level::Error));
+    log::pin_debug();
+    log::configure(log::Level::Error, log::Format::Text);
+    CHECK(log::enabled(log::Level::Debug));
+    log::set_level(log::Level::Info);  // leave the process default for later tests
 }

@@ -77,8 +77,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     }
     for (at = 0; (at = text.find("# TYPE ", at)) != std::string::npos; ++at)
         ++types;
-    CHECK(helps == 26);
-    CHECK(types == 26);
+    CHECK(helps == 30);
+    CHECK(types == 30);
     CHECK(text.back() == '\n');
 }
 
@@ -123,4 +123,61 @@ TEST_CASE("checked backends report their last check's status, duration and role;
           != std::string::npos);
     CHECK(text.find("backend=\"plain\",address=\"10.0.0.1:5432\",check=") == std::string::npos);
     CHECK(text.find("sluice_backend_role{pool=\"rw\",backend=\"plain\"") == std::string::npos);
+}
+
+TEST_CASE("histograms are exposed with cumulative buckets, +Inf, _sum and _count per backend and per pool")
+{
+    StatsSnapshot snap;
+    PoolSnapshot pool;
+    pool.name = "p";
+    pool.histograms.session_duration.record(kSessionLadder, 0.05);
+    pool.histograms.session_duration.record(kSessionLadder, 2);
+    snap.pools.push_back(pool);
+    BackendSnapshot a;
+    a.pool = "p";
+    a.name = "a";
+    a.address = "10.0.0.1:80";
+    a.connect_times.record(kConnectLadder, 0.0007);
+    a.connect_times.record(kConnectLadder, 0.0007);
+    a.connect_times.record(kConnectLadder, 20);
+    BackendSnapshot checked = a;
+    checked.name = "c";
+    checked.check = "tcp";
+    checked.check_durations.record(kConnectLadder, 0.003);
+    snap.backends = {a, checked};
+
+    const std::string text = format_prometheus(snap);
+    INFO(text);
+    const std::string labels = R"(pool="p",backend="a",address="10.0.0.1:80")";
+    CHECK(text.find("# TYPE sluice_backend_connect_duration_seconds histogram\n"
+                    "sluice_backend_connect_duration_seconds_bucket{"
+                    + labels + ",le=\"0.0005\"} 0\n"
+                    "sluice_backend_connect_duration_seconds_bucket{"
+                    + labels + ",le=\"0.001\"} 2\n"
+                    "sluice_backend_connect_duration_seconds_bucket{"
+                    + labels + ",le=\"0.0025\"} 2\n")
+          != std::string::npos);
+    CHECK(text.find("sluice_backend_connect_duration_seconds_bucket{" + labels + ",le=\"10\"} 2\n"
+                    "sluice_backend_connect_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} 3\n"
+                    "sluice_backend_connect_duration_seconds_sum{" + labels + "} 20.001400\n"
+                    "sluice_backend_connect_duration_seconds_count{" + labels + "} 3\n")
+          != std::string::npos);
+    // Check durations only for backends with a check.
+    CHECK(text.find("sluice_backend_health_check_duration_seconds_bucket{" + labels) == std::string::npos);
+    CHECK(text.find("sluice_backend_health_check_duration_seconds_count{pool=\"p\",backend=\"c\",address=\"10.0.0.1:"
+                    "80\",check=\"tcp\"} 1\n")
+          != std::string::npos);
+    CHECK(text.find("sluice_pool_session_duration_seconds_bucket{pool=\"p\",le=\"0.01\"} 0\n"
+                    "sluice_pool_session_duration_seconds_bucket{pool=\"p\",le=\"0.1\"} 1\n")
+          != std::string::npos);
+    CHECK(text.find("sluice_pool_session_duration_seconds_bucket{pool=\"p\",le=\"86400\"} 2\n"
+                    "sluice_pool_session_duration_seconds_bucket{pool=\"p\",le=\"+Inf\"} 2\n"
+                    "sluice_pool_session_duration_seconds_sum{pool=\"p\"} 2.050000\n"
+                    "sluice_pool_session_duration_seconds_count{pool=\"p\"} 2\n")
+          != std::string::npos);
+    // The queue wait family is there (zero until the queue records into it).
+    CHECK(text.find("# TYPE sluice_pool_queue_wait_seconds histogram\n"
+                    "sluice_pool_queue_wait_seconds_bucket{pool=\"p\",le=\"0.001\"} 0\n")
+          != std::string::npos);
+    CHECK(text.find("sluice_pool_queue_wait_seconds_count{pool=\"p\"} 0\n") != std::string::npos);
 }
