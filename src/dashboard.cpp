@@ -1,12 +1,12 @@
 #include "sluice/dashboard.h"
 
+#include "sluice/admin_render.h"
 #include "sluice/http_request.h"
 #include "sluice/json.h"
 
 #include "dashboard_page.h"  // generated from src/dashboard/index.html (src/meson.build)
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <fmt/format.h>
 
@@ -202,15 +202,10 @@ std::string render_dashboard_state(const StatsSnapshot& s, const DashboardHistor
         const BackendSnapshot& b = s.backends[i];
         out += fmt::format("{}{{\"pool\":{},\"name\":{},\"address\":{},\"backup\":{},\"state\":\"{}\","
                            "\"health\":\"{}\",\"why\":{},\"weight\":{},\"active\":{},\"total\":{},"
-                           "\"connect_failures\":{},\"bytes_in\":{},\"bytes_out\":{},\"check\":{},"
-                           "\"check_passed\":{},\"verdict\":{},\"role\":{},\"check_seconds\":{},{}}}",
+                           "\"connect_failures\":{},\"bytes_in\":{},\"bytes_out\":{},{},{}}}",
                            i ? "," : "", json_quote(b.pool), json_quote(b.name), json_quote(b.address), b.backup,
                            to_string(b.admin), b.up() ? "up" : "down", json_quote(b.why), b.weight, b.active,
-                           b.total, b.connect_failures, b.bytes_in, b.bytes_out,
-                           b.check.empty() ? "null" : json_quote(b.check),
-                           b.checked ? (b.check_passed ? "true" : "false") : "null",
-                           b.checked ? json_quote(b.verdict) : "null", b.checked ? json_quote(b.role) : "null",
-                           b.checked ? fmt::format("{:.6f}", b.check_seconds) : "null",
+                           b.total, b.connect_failures, b.bytes_in, b.bytes_out, render_check_json(b),
                            rates_json(history.backend(b.pool + "/" + b.name), true));
     }
     out += "],\"events\":[";
@@ -286,45 +281,32 @@ ServerAction parse_server_action(std::string_view target, std::string_view body)
     std::optional<std::string> pool = percent_decode(path.substr(0, slash));
     std::optional<std::string> name =
         slash == std::string_view::npos ? std::nullopt : percent_decode(path.substr(slash + 1));
-    if (!pool || !name || pool->empty() || name->empty() || name->find('/') != std::string::npos) {
+    if (!pool || !name || name->find('/') != std::string::npos) {
         result.not_found = true;
         result.error = "expected /api/servers/POOL/NAME/state";
         return result;
     }
     while (!body.empty() && (body.back() == '\n' || body.back() == '\r'))
         body.remove_suffix(1);
+    // The action is the admin command "set server POOL/NAME FIELD VALUE",
+    // parsed by the admin protocol's own parser: one grammar, one set of
+    // messages. Its words must then hold no blanks.
+    auto word = [](std::string_view text) { return !text.empty() && text.find_first_of(" \t\r\n") == text.npos; };
+    if (!word(*pool) || !word(*name)) {
+        result.not_found = true;
+        result.error = "expected /api/servers/POOL/NAME/state";
+        return result;
+    }
     const std::size_t equals = body.find('=');
-    const std::string_view key = body.substr(0, equals);
+    const std::string_view field = body.substr(0, equals);
     const std::string_view value = equals == std::string_view::npos ? std::string_view{} : body.substr(equals + 1);
-    AdminCommand command;
-    command.pool = std::move(*pool);
-    command.backend = std::move(*name);
-    if (key == "state") {
-        command.kind = AdminCommand::Kind::SetState;
-        if (value == "ready")
-            command.state = AdminState::Ready;
-        else if (value == "drain")
-            command.state = AdminState::Drain;
-        else if (value == "maint")
-            command.state = AdminState::Maint;
-        else {
-            result.error = fmt::format("state \"{}\": expected ready, drain or maint", value);
-            return result;
-        }
-    } else if (key == "weight") {
-        command.kind = AdminCommand::Kind::SetWeight;
-        int weight = -1;
-        auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), weight);
-        if (ec != std::errc{} || end != value.data() + value.size() || value.empty() || weight < 0 || weight > 256) {
-            result.error = fmt::format("weight \"{}\": expected a number from 0 to 256", value);
-            return result;
-        }
-        command.weight = weight;
-    } else {
+    if (!word(field) || !word(value)) {
         result.error = "expected a body state=ready|drain|maint or weight=N";
         return result;
     }
-    result.command = std::move(command);
+    AdminParseResult parsed = parse_admin_command(fmt::format("set server {}/{} {} {}", *pool, *name, field, value));
+    result.command = std::move(parsed.command);
+    result.error = std::move(parsed.error);
     return result;
 }
 

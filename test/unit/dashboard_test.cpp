@@ -173,11 +173,13 @@ TEST_CASE("server actions parse state and weight bodies and percent-encoded name
     CHECK(parse_server_action("/api/servers/p/a/state", "weight=0").command->weight == 0);
 
     const std::vector<std::pair<std::string, std::string>> bad_bodies{
-        {"state=bogus", "state \"bogus\": expected ready, drain or maint"},
-        {"weight=257", "weight \"257\": expected a number from 0 to 256"},
-        {"weight=-1", "weight \"-1\": expected a number from 0 to 256"},
-        {"weight=", "weight \"\": expected a number from 0 to 256"},
-        {"weight=3x", "weight \"3x\": expected a number from 0 to 256"},
+        {"state=bogus", "unknown state \"bogus\", expected ready, drain or maint"},
+        {"weight=257", "weight \"257\" is not an integer from 0 to 256"},
+        {"weight=-1", "weight \"-1\" is not an integer from 0 to 256"},
+        {"weight=3x", "weight \"3x\" is not an integer from 0 to 256"},
+        {"colour=red", "unknown field \"colour\", expected state or weight"},
+        {"weight=", "expected a body state=ready|drain|maint or weight=N"},
+        {"state=ready now", "expected a body state=ready|drain|maint or weight=N"},
         {"", "expected a body state=ready|drain|maint or weight=N"},
         {"drain", "expected a body state=ready|drain|maint or weight=N"},
     };
@@ -190,7 +192,8 @@ TEST_CASE("server actions parse state and weight bodies and percent-encoded name
     }
     for (const char* target : {"/api/servers/p/state", "/api/servers//a/state", "/api/servers/p/a/b/state",
                                "/api/servers/p/a", "/api/servers/state", "/api/servers/p/%zz/state",
-                               "/api/servers/p/a%2Fb/state", "/api/servers/p/a%2/state"}) {
+                               "/api/servers/p/a%2Fb/state", "/api/servers/p/a%2/state",
+                               "/api/servers/p/a%20b/state"}) {
         INFO(target);
         ServerAction action = parse_server_action(target, "state=drain");
         CHECK_FALSE(action.command);
