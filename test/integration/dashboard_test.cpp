@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include <csignal>
+
 using namespace sluice::test;
 
 namespace {
@@ -199,4 +201,39 @@ TEST_CASE("actions are refused without token_file, and with it need the bearer t
         CHECK(body_of(recv_until_eof(slow)) == "{\"ok\":true,\"message\":\"p/a state ready\"}\n");
         CHECK(backend_status(body_of(http_get(port, "/api/state")), "a") == "ready/up");
     }
+}
+
+TEST_CASE("a reload picks up a new token; a token_file broken at reload keeps the old one")
+{
+    EchoBackend a("a"), b("b");
+    TempDir dir;
+    const std::string token_path = dir.write("token", "first-token\n");
+    Sluice sluice(dashboard_config(a, b, fmt::format("token_file = \"{}\"", token_path)));
+    const std::uint16_t port = sluice.metrics_port();
+    auto status_with = [&](const std::string& token) {
+        return status_line(post_action(port, "/api/servers/p/a/state", "state=ready", "Bearer " + token));
+    };
+    CHECK(status_with("first-token") == "HTTP/1.1 200 OK");
+
+    dir.write("token", "second-token\n");
+    sluice.process().send_signal(SIGHUP);
+    REQUIRE(sluice.process().wait_for_line("reload ok (generation 2)", 10s));
+    CHECK(status_with("first-token") == "HTTP/1.1 403 Forbidden");
+    CHECK(status_with("second-token") == "HTTP/1.1 200 OK");
+    CHECK(wait_until([&] {
+        return body_of(http_get(port, "/api/state")).find("\"kind\":\"reload\",\"subject\":\"\",\"message\":\"configuration "
+                                                          "reloaded (generation 2)\"")
+               != std::string::npos;
+    }, 3s));
+
+    dir.write("token", "");
+    sluice.process().send_signal(SIGHUP);
+    REQUIRE(sluice.process().wait_for_line("reload failed", 10s));
+    CHECK(sluice.process().output().find(fmt::format(R"(token_file "{}" is empty, expected a file holding the token)",
+                                                     token_path))
+          != std::string::npos);
+    CHECK(status_with("second-token") == "HTTP/1.1 200 OK");
+    CHECK(wait_until([&] {
+        return body_of(http_get(port, "/api/state")).find(R"("kind":"reload_failed")") != std::string::npos;
+    }, 3s));
 }
