@@ -63,7 +63,9 @@ void DashboardHistory::sample(const StatsSnapshot& s, double wall, double elapse
 {
     const bool first = !sampled_;
     sampled_ = true;
-    if (!first && generation_ != 0 && s.generation != generation_)  // 0: not yet published at start
+    // Generation 1 is the start (the first sample may come before it is
+    // published, and see 0); every later one is a reload.
+    if (!first && s.generation != generation_ && s.generation > 1)
         add_event({wall, "reload", "", fmt::format("configuration reloaded (generation {})", s.generation)});
     if (!first && s.reloads_failed > reloads_failed_)
         add_event({wall, "reload_failed", "",

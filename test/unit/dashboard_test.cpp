@@ -100,6 +100,19 @@ TEST_CASE("dashboard history logs down, up, admin state, weight, reloads and mem
     CHECK_FALSE(history.backend("p/b"));  // a removed backend takes its history along
 }
 
+TEST_CASE("the start's generation is no reload, even when the first sample comes before it")
+{
+    DashboardHistory history;
+    history.sample(snapshot_of({}, 0), 1.0, 0);
+    history.sample(snapshot_of({}, 1), 2.0, 1);
+    CHECK(history.events().empty());
+    DashboardHistory early;  // a reload before the second sample
+    early.sample(snapshot_of({}, 0), 1.0, 0);
+    early.sample(snapshot_of({}, 2), 2.0, 1);
+    REQUIRE(early.events().size() == 1);
+    CHECK(early.events().front().message == "configuration reloaded (generation 2)");
+}
+
 TEST_CASE("dashboard history keeps a bounded number of events, dropping the oldest")
 {
     DashboardHistory history;
