@@ -5,9 +5,12 @@
 // views point into the input in order (method, target, version, fields), the
 // method is a non-empty token and the version "HTTP/1.<digit>"; a refusal says
 // why; and a head judged complete or bad does not change when more bytes
-// follow it (a line is judged once it is complete).
+// follow it (a line is judged once it is complete). On a complete head, the
+// dashboard's readers of it (dashboard.h): a header field's value lies within
+// the fields, and an action either is a command or says why not.
 #include "fuzz_check.h"
 
+#include "sluice/dashboard.h"
 #include "sluice/http_request.h"
 
 #include <string>
@@ -48,6 +51,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         longer += "X-Trailing: junk\r\n";
         const sluice::HttpRequestParse again = sluice::parse_http_request(longer, kLimit + 64);
         FUZZ_CHECK(again.status == Status::Complete && again.head.head_size == head.head_size);
+        if (std::optional<std::string_view> field = sluice::http_field(head.fields, "authorization"))
+            FUZZ_CHECK(inside(*field, head.fields));
+        (void)sluice::http_content_length(head.fields);
+        (void)sluice::bearer_token_matches(head.fields, "token");
+        const sluice::ServerAction action = sluice::parse_server_action(head.target, input.substr(head.head_size));
+        FUZZ_CHECK(action.command ? action.error.empty() : !action.error.empty());
+        if (action.command)
+            FUZZ_CHECK(action.command->backend.find('/') == std::string::npos);
     }
     return 0;
 }

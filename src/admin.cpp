@@ -166,6 +166,8 @@ void AdminServer::start(std::shared_ptr<const Runtime> runtime, std::vector<Work
     if (metrics_fd_) {
         metrics_io_.bind<AdminServer, &AdminServer::on_metrics_accept>(loop_, this, metrics_fd_.get());
         metrics_io_.set_events(EV_READ);
+        dashboard_sample_.bind<AdminServer, &AdminServer::on_dashboard_sample>(loop_, this);
+        dashboard_sample_.start(0, 1.0);
     }
     thread_ = std::thread([this] { loop_.run(); });
     ::pthread_setname_np(thread_.native_handle(), "sluice-admin");
@@ -196,6 +198,7 @@ void AdminServer::stop()
             admin_io_.stop();
             metrics_io_.stop();
             accept_resume_.stop();
+            dashboard_sample_.stop();
             connections_.clear();
             admin_clients_ = http_clients_ = 0;
             loop_.break_loop();
@@ -602,7 +605,7 @@ std::string AdminServer::find_backend(const AdminCommand& command, std::optional
     return fmt::format(R"(error: pool "{}" has no backend "{}")", command.pool, command.backend);
 }
 
-std::string AdminServer::set_server(const AdminCommand& command)
+std::string AdminServer::set_server(const AdminCommand& command, std::string_view via)
 {
     std::optional<BackendId> found;
     std::string label;
@@ -613,13 +616,13 @@ std::string AdminServer::set_server(const AdminCommand& command)
         AdminState before = table_.slot(id).admin.load(std::memory_order_acquire);
         table_.set_admin(id, command.state);
         if (before != command.state)
-            log::info("{} admin state {} -> {} (admin socket)", label, to_string(before), to_string(command.state));
+            log::info("{} admin state {} -> {} ({})", label, to_string(before), to_string(command.state), via);
         return fmt::format("{} state {}", label, to_string(command.state));
     }
     std::uint16_t before = table_.weight(id);
     table_.set_weight(id, static_cast<std::uint16_t>(command.weight));
     if (before != command.weight)
-        log::info("{} weight {} -> {} (admin socket)", label, before, command.weight);
+        log::info("{} weight {} -> {} ({})", label, before, command.weight, via);
     return fmt::format("{} weight {}", label, command.weight);
 }
 
@@ -687,6 +690,14 @@ void AdminServer::process_http(Connection& c)
     const HttpRequestParse parsed = parse_http_request(c.in, kMaxHttpRequest);
     if (parsed.status == HttpRequestParse::Status::Incomplete && !c.peer_closed)
         return;  // the head is not complete yet
+    std::string_view body;  // a POST's, bounded by kMaxHttpBody
+    if (parsed.status == HttpRequestParse::Status::Complete) {
+        const std::optional<std::size_t> length = http_content_length(parsed.head.fields);
+        const std::size_t wanted = parsed.head.head_size + length.value_or(0);
+        if (length && *length <= kMaxHttpBody && c.in.size() < wanted && !c.peer_closed)
+            return;  // the body is still arriving (the header timeout bounds the wait)
+        body = std::string_view(c.in).substr(parsed.head.head_size, length.value_or(0));
+    }
     c.close_after_write = true;
     c.last_active = loop_.now();
     auto respond = [&c](std::string_view status, std::string_view headers, const std::string& body) {
@@ -706,6 +717,11 @@ void AdminServer::process_http(Connection& c)
         break;
     }
     const HttpRequestHead& head = parsed.head;
+    if (is_dashboard_route(head.target)) {
+        HttpAnswer answer = answer_dashboard(head, body);
+        respond(answer.status, answer.headers, answer.body);
+        return;
+    }
     if (head.method != "GET") {
         respond("405 Method Not Allowed", "Content-Type: text/plain\r\nAllow: GET\r\n", "only GET\n");
         return;

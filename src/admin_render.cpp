@@ -39,6 +39,15 @@ std::string render_table(const std::vector<std::vector<std::string>>& rows)
 
 } // namespace
 
+std::string render_check_json(const BackendSnapshot& b)
+{
+    return fmt::format("\"check\":{},\"check_passed\":{},\"verdict\":{},\"role\":{},\"check_seconds\":{}",
+                       b.check.empty() ? "null" : json_quote(b.check),
+                       b.checked ? (b.check_passed ? "true" : "false") : "null",
+                       b.checked ? json_quote(b.verdict) : "null", b.checked ? json_quote(b.role) : "null",
+                       b.checked ? fmt::format("{:.6f}", b.check_seconds) : "null");
+}
+
 std::string render_servers(const StatsSnapshot& s, bool json)
 {
     if (json) {
@@ -47,15 +56,10 @@ std::string render_servers(const StatsSnapshot& s, bool json)
             const BackendSnapshot& b = s.backends[i];
             out += fmt::format("{}{{\"pool\":{},\"backend\":{},\"address\":{},\"backup\":{},\"state\":\"{}\","
                                "\"health\":\"{}\",\"why\":{},\"active\":{},\"total\":{},\"failures\":{},"
-                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{},\"check\":{},\"check_passed\":{},"
-                               "\"verdict\":{},\"role\":{},\"check_seconds\":{}}}",
+                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{},{}}}",
                                i ? "," : "", json_quote(b.pool), json_quote(b.name), json_quote(b.address),
                                b.backup, to_string(b.admin), b.up() ? "up" : "down", json_quote(b.why), b.active,
-                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out,
-                               b.check.empty() ? "null" : json_quote(b.check),
-                               b.checked ? (b.check_passed ? "true" : "false") : "null",
-                               b.checked ? json_quote(b.verdict) : "null", b.checked ? json_quote(b.role) : "null",
-                               b.checked ? fmt::format("{:.6f}", b.check_seconds) : "null");
+                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out, render_check_json(b));
         }
         return out + "]}";
     }

@@ -54,7 +54,7 @@ constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners
 constexpr std::array<std::string_view, 9> kGlobalKeys{"workers", "max_connections", "drain_timeout",
                                                       "pipe_size", "backlog", "splice",
                                                       "cpu_affinity", "log_level", "log_format"};
-constexpr std::array<std::string_view, 2> kAdminKeys{"socket", "metrics"};
+constexpr std::array<std::string_view, 3> kAdminKeys{"socket", "metrics", "token_file"};
 constexpr std::array<std::string_view, 11> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log",
     "accept_proxy", "accept_proxy_from", "proxy_timeout", "access_log_format"};
@@ -677,6 +677,11 @@ private:
             if (in.address("metrics", PortRule::AnyPort, address))
                 out.metrics = address;
         }
+        // The dashboard's actions are refused unless a token is configured;
+        // it is read with the config, so a reload picks up a rotated one.
+        if (in.string("token_file", out.token_file))
+            if (auto token = read_secret_file(*in.node("token_file"), "token_file", "token", out.token_file))
+                out.token = std::move(*token);
     }
 
     // The path must fit in sockaddr_un::sun_path with its terminating NUL, or
@@ -862,31 +867,39 @@ private:
     }
 
     // The password is read with the config, so --check reports a missing or
-    // unreadable file and a reload picks up a changed one. One trailing line
-    // break is not part of it (echo secret > file).
+    // unreadable file and a reload picks up a changed one.
     void read_password_file(const toml::node& node, HealthCheckConfig& health) const
     {
-        const std::string& path = health.password_file;
+        if (auto password = read_secret_file(node, "password_file", "password", health.password_file))
+            health.password = std::move(*password);
+    }
+
+    // One secret (a password, a token) from the regular file at `path`,
+    // named by the config key `key`; `noun` says what it holds in messages.
+    // One trailing line break is not part of it (echo secret > file).
+    std::optional<std::string> read_secret_file(const toml::node& node, std::string_view key, std::string_view noun,
+                                                const std::string& path) const
+    {
         if (path.empty()) {
-            diag_.report(node.source().begin, "password_file is empty, expected the path of a file holding the "
-                                              "password (or no password_file for none)");
-            return;
+            diag_.report(node.source().begin, fmt::format("{} is empty, expected the path of a file holding the {} "
+                                                          "(or no {} for none)",
+                                                          key, noun, key));
+            return std::nullopt;
         }
         // O_NONBLOCK: a FIFO must not hang the config read (and with it a
         // reload on the control thread); only a regular file is accepted.
         UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
         if (!fd) {
-            diag_.report(node.source().begin, fmt::format(R"(password_file "{}" cannot be opened: {})", path,
+            diag_.report(node.source().begin, fmt::format(R"({} "{}" cannot be opened: {})", key, path,
                                                           std::generic_category().message(errno)));
-            return;
+            return std::nullopt;
         }
         struct stat info {};
         if (::fstat(fd.get(), &info) == 0 && !S_ISREG(info.st_mode) && !S_ISDIR(info.st_mode)) {
             diag_.report(node.source().begin,
-                         fmt::format(R"(password_file "{}" is not a regular file, expected a file holding the )"
-                                     "password",
-                                     path));
-            return;
+                         fmt::format(R"({} "{}" is not a regular file, expected a file holding the {})", key, path,
+                                     noun));
+            return std::nullopt;
         }
         std::string text;
         char buffer[4096];
@@ -895,19 +908,18 @@ private:
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
-                diag_.report(node.source().begin, fmt::format(R"(password_file "{}" cannot be read: {})", path,
+                diag_.report(node.source().begin, fmt::format(R"({} "{}" cannot be read: {})", key, path,
                                                               std::generic_category().message(errno)));
-                return;
+                return std::nullopt;
             }
             if (n == 0)
                 break;
             text.append(buffer, static_cast<std::size_t>(n));
             if (text.size() > 64 * 1024) {
                 diag_.report(node.source().begin,
-                             fmt::format(R"(password_file "{}" is larger than 64 KiB, expected a file holding one )"
-                                         "password",
-                                         path));
-                return;
+                             fmt::format(R"({} "{}" is larger than 64 KiB, expected a file holding one {})", key,
+                                         path, noun));
+                return std::nullopt;
             }
         }
         if (text.ends_with('\n'))
@@ -916,22 +928,22 @@ private:
             text.pop_back();
         if (text.empty()) {
             diag_.report(node.source().begin,
-                         fmt::format(R"(password_file "{}" is empty, expected a file holding the password)", path));
-            return;
+                         fmt::format(R"({} "{}" is empty, expected a file holding the {})", key, path, noun));
+            return std::nullopt;
         }
         if (text.find('\0') != std::string::npos) {
-            // postgres sends a password NUL-terminated: a NUL in the file is a mistake.
+            // postgres sends a password NUL-terminated, an HTTP header cannot
+            // carry one: a NUL in the file is a mistake.
             diag_.report(node.source().begin,
-                         fmt::format(R"(password_file "{}" holds a NUL byte, expected a file holding one password)",
-                                     path));
-            return;
+                         fmt::format(R"({} "{}" holds a NUL byte, expected a file holding one {})", key, path, noun));
+            return std::nullopt;
         }
         if (text.find_first_of("\r\n") != std::string::npos) {
             diag_.report(node.source().begin,
-                         fmt::format(R"(password_file "{}" holds more than one line, expected one password)", path));
-            return;
+                         fmt::format(R"({} "{}" holds more than one line, expected one {})", key, path, noun));
+            return std::nullopt;
         }
-        health.password = std::move(text);
+        return text;
     }
 
     // A UDP service answers only what it is asked, so a UDP probe needs a

@@ -1,5 +1,8 @@
 #include "sluice/http_request.h"
 
+#include <algorithm>
+#include <charconv>
+
 namespace sluice {
 
 namespace {
@@ -145,6 +148,45 @@ HttpRequestParse parse_http_request(std::string_view buffer, std::size_t max_hea
         if (std::string_view reason = check_field_line(line); !reason.empty())
             return bad(reason);
     }
+}
+
+std::optional<std::string_view> http_field(std::string_view fields, std::string_view name) noexcept
+{
+    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    std::size_t pos = 0;
+    while (pos < fields.size()) {
+        std::size_t end = fields.find('\n', pos);
+        if (end == std::string_view::npos)
+            end = fields.size();
+        std::string_view line = fields.substr(pos, end - pos);
+        pos = end + 1;
+        const std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos
+            || !std::equal(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(colon), name.begin(), name.end(),
+                           [&](char a, char b) { return lower(a) == lower(b); }))
+            continue;
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && is_blank(value.front()))
+            value.remove_prefix(1);
+        while (!value.empty() && (is_blank(value.back()) || value.back() == '\r'))
+            value.remove_suffix(1);
+        return value;
+    }
+    return std::nullopt;
+}
+
+std::optional<std::size_t> http_content_length(std::string_view fields) noexcept
+{
+    if (http_field(fields, "transfer-encoding"))
+        return std::nullopt;
+    std::optional<std::string_view> value = http_field(fields, "content-length");
+    if (!value)
+        return 0;
+    std::size_t length = 0;
+    auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), length);
+    if (value->empty() || ec != std::errc{} || end != value->data() + value->size())
+        return std::nullopt;
+    return length;
 }
 
 } // namespace sluice

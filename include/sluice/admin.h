@@ -13,7 +13,8 @@
 // A bad line gets an error reply; the connection stays usable.
 //
 // Metrics: HTTP/1.x GET /metrics answers the Prometheus text (metrics.h); the
-// connection closes after the response.
+// connection closes after the response. The same address serves the
+// dashboard (dashboard.h): GET /, GET /api/state, POST /api/servers/....
 //
 // Nothing a client does can lock an operator out (AdminServer): each kind of
 // client has its own cap, an idle client times out, a full cap makes room by
@@ -27,9 +28,11 @@
 #include "sluice/json.h"
 
 #include "sluice/backend_table.h"
+#include "sluice/dashboard.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/health_report.h"
+#include "sluice/http_request.h"
 #include "sluice/log_throttle.h"
 #include "sluice/metrics.h"
 #include "sluice/runtime.h"
@@ -59,6 +62,7 @@ class AdminServer {
 public:
     static constexpr std::size_t kMaxLine = 4096;
     static constexpr std::size_t kMaxHttpRequest = 8192;  // the request head: line and header fields
+    static constexpr std::size_t kMaxHttpBody = 1024;     // a POST body (dashboard actions are a few bytes)
     // Separate caps, so a flood of one kind never takes the other's slots.
     static constexpr std::size_t kMaxAdminClients = 64;
     static constexpr std::size_t kMaxHttpClients = 64;
@@ -134,8 +138,19 @@ private:
     // Finds POOL/BACKEND of `command` in the current generation; returns ""
     // and sets `id` and `label`, or an "error: ..." line.
     std::string find_backend(const AdminCommand& command, std::optional<BackendId>& id, std::string& label) const;
-    std::string set_server(const AdminCommand& command);
+    // `via` names who asked, for the log line ("admin socket", "dashboard").
+    std::string set_server(const AdminCommand& command, std::string_view via = "admin socket");
     StatsSnapshot snapshot() const;
+    // The dashboard (admin_dashboard.cpp): GET /, GET /api/state and POST
+    // /api/servers/POOL/NAME/state, and the once-a-second history sample.
+    struct HttpAnswer {
+        std::string_view status;
+        std::string headers;  // field lines, each ending in CRLF
+        std::string body;
+    };
+    static bool is_dashboard_route(std::string_view target) noexcept;
+    HttpAnswer answer_dashboard(const HttpRequestHead& head, std::string_view body);
+    void on_dashboard_sample();
 
     BackendTable& table_;
     const ProcessStats& process_;
@@ -169,6 +184,9 @@ private:
         LogThrottle accept_failed{kLogIntervalMs};
     };
     KindLogs logs_[2];  // [0] the admin socket, [1] metrics
+    DashboardHistory dashboard_;      // sampled by dashboard_sample_ while metrics is on
+    TimerWatcher dashboard_sample_;
+    double dashboard_sampled_at_ = 0;  // loop_.now() of the previous sample
     std::thread thread_;
 };
 

@@ -146,6 +146,8 @@ struct GlobalConfig {
 struct AdminConfig {
     std::string socket;                   // unix socket path; "" = off
     std::optional<SocketAddress> metrics; // HTTP /metrics; nullopt = off
+    std::string token_file;               // as configured ("" = no dashboard actions)
+    std::string token;                    // read from token_file with the config; "" = actions refused
 };
 
 struct Config {

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace sluice {
@@ -46,5 +47,15 @@ struct HttpRequestParse {
 // judged at once, so a bad request line is refused before the rest arrives.
 // When no complete head fits in `max_head_size` bytes the answer is Bad.
 HttpRequestParse parse_http_request(std::string_view buffer, std::size_t max_head_size = 8192) noexcept;
+
+// The value of the first field named `name` (compared ignoring case) in
+// `fields` (HttpRequestHead::fields), without surrounding whitespace; nullopt
+// when there is none.
+std::optional<std::string_view> http_field(std::string_view fields, std::string_view name) noexcept;
+
+// The Content-Length of a request: 0 when it has none; nullopt when the
+// value is not a number, or a Transfer-Encoding (a chunked body, which no
+// endpoint here takes) is present.
+std::optional<std::size_t> http_content_length(std::string_view fields) noexcept;
 
 } // namespace sluice

@@ -818,7 +818,7 @@ wokers = 4
 [admin]
 sock = "/tmp/a"
 )"),
-         {R"(x.toml:2:1: unknown key "sock" in [admin], expected one of: socket, metrics)"}},
+         {R"(x.toml:2:1: unknown key "sock" in [admin], expected one of: socket, metrics, token_file)"}},
 
         {"an unknown key in the top-level table lists the valid keys", with_listener_and_pool(R"(
 globals = 1
@@ -1521,6 +1521,45 @@ backends = [{{ address = "127.0.0.1:9" }}]
     CHECK(password_from("bare", "s3cret") == "s3cret");
     CHECK(password_from("spaces", " s3 cret ") == " s3 cret ");  // spaces are part of a password
     CHECK(password_from("at_limit", std::string(64 * 1024, 'x')).size() == 64 * 1024);
+}
+
+TEST_CASE("token_file gives the dashboard token; without it actions stay off")
+{
+    TempDir dir;
+    const std::string path = dir.write("token", "t0ken-value\n");
+    Config config = valid(with_listener_and_pool(fmt::format(R"(
+[admin]
+metrics = "127.0.0.1:9100"
+token_file = "{}"
+)",
+                                                             path)));
+    CHECK(config.admin.token_file == path);
+    CHECK(config.admin.token == "t0ken-value");
+    CHECK(valid(with_listener_and_pool("[admin]\nmetrics = \"127.0.0.1:9100\"\n")).admin.token.empty());
+}
+
+TEST_CASE("a token_file that does not hold one token is an error naming the file")
+{
+    TempDir dir;
+    auto config_with = [](const std::string& path) {
+        return with_listener_and_pool(fmt::format("[admin]\ntoken_file = \"{}\"\n", path));
+    };
+    const std::string missing = dir.path() + "/missing";
+    const std::string two_lines = dir.write("two_lines", "a\nb\n");
+    const std::string empty = dir.write("empty", "\n");
+    run(std::vector<ErrorCase>{
+        {"an empty path", config_with(""),
+         {"x.toml:2:14: token_file is empty, expected the path of a file holding the token (or no token_file for "
+          "none)"}},
+        {"a missing file", config_with(missing),
+         {fmt::format(R"(x.toml:2:14: token_file "{}" cannot be opened: No such file or directory)", missing)}},
+        {"a file of two lines", config_with(two_lines),
+         {fmt::format(R"(x.toml:2:14: token_file "{}" holds more than one line, expected one token)", two_lines)}},
+        {"an empty file", config_with(empty),
+         {fmt::format(R"(x.toml:2:14: token_file "{}" is empty, expected a file holding the token)", empty)}},
+        {"a directory", config_with(dir.path()),
+         {fmt::format(R"(x.toml:2:14: token_file "{}" cannot be read: Is a directory)", dir.path())}},
+    });
 }
 
 // --- durations ---------------------------------------------------------------

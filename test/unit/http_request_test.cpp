@@ -95,3 +95,25 @@ TEST_CASE("http request parser refuses a head that does not fit the limit, and t
     CHECK(reason_of(std::string(100, 'G'), 100) == "request head too large");
     CHECK(reason_of(line + "X-Long: " + std::string(9000, 'a')) == "request head too large");
 }
+
+TEST_CASE("http_field finds a header field ignoring the name's case, trimmed")
+{
+    const std::string_view fields = "Host: x\r\nauthorization:   Bearer abc \t\r\nContent-Length: 12\n";
+    CHECK(sluice::http_field(fields, "Authorization") == std::optional<std::string_view>("Bearer abc"));
+    CHECK(sluice::http_field(fields, "content-length") == std::optional<std::string_view>("12"));
+    CHECK(sluice::http_field(fields, "host") == std::optional<std::string_view>("x"));
+    CHECK_FALSE(sluice::http_field(fields, "hos"));
+    CHECK_FALSE(sluice::http_field(fields, "cookie"));
+    CHECK_FALSE(sluice::http_field("", "host"));
+}
+
+TEST_CASE("http_content_length is 0 without the field and refuses junk and Transfer-Encoding")
+{
+    CHECK(sluice::http_content_length("Host: x\r\n") == std::optional<std::size_t>(0));
+    CHECK(sluice::http_content_length("Content-Length: 42\r\n") == std::optional<std::size_t>(42));
+    CHECK_FALSE(sluice::http_content_length("Content-Length: 4x\r\n"));
+    CHECK_FALSE(sluice::http_content_length("Content-Length: -1\r\n"));
+    CHECK_FALSE(sluice::http_content_length("Content-Length:\r\n"));
+    CHECK_FALSE(sluice::http_content_length("Content-Length: 99999999999999999999999\r\n"));
+    CHECK_FALSE(sluice::http_content_length("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"));
+}
