@@ -72,6 +72,10 @@ bool attach_operations(Runtime& next, const Runtime* previous, unsigned workers,
     for (PoolRuntime& pool : next.pools) {
         const PoolRuntime* before = previous ? previous->find_pool(pool.config->name) : nullptr;
         pool.stats = before && before->stats ? before->stats : std::make_shared<PoolStats>();
+        if (before && before->queue)
+            pool.queue = before->queue;
+        else if (pool.config->queue_timeout.count() > 0)
+            pool.queue = std::make_shared<PoolQueue>();
     }
     return ok;
 }

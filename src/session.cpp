@@ -23,6 +23,8 @@ std::string_view to_string(EndCause cause) noexcept
     case EndCause::BackendDown: return "backend-down";
     case EndCause::AdminShutdown: return "admin-shutdown";
     case EndCause::PrimaryUp: return "primary-up";
+    case EndCause::QueueTimeout: return "queue-timeout";
+    case EndCause::QueueFull: return "queue-full";
     }
     return "done";
 }

@@ -72,6 +72,7 @@ struct BackendConfig {
     std::string name;         // the configured name, or the address text when omitted
     int weight = 1;           // 1..256
     bool backup = false;      // used only while no primary backend is usable
+    int max_connections = 0;  // sessions at once across all workers; 0 = no cap
 };
 
 struct PoolConfig {
@@ -90,6 +91,14 @@ struct PoolConfig {
     // pool's backups so their clients reconnect to it.
     enum class OnUp : std::uint8_t { Keep, CloseBackup };
     OnUp on_up = OnUp::Keep;
+    // While every usable backend is at its max_connections a new client waits
+    // this long for a slot (its bytes unread), first come first served; 0 =
+    // no queue, the client is closed at once.
+    Duration queue_timeout{0};
+    int max_queue = 0;        // clients waiting at most; 0 = no bound but queue_timeout
+    // A backend coming back into service ramps up to its weight over this
+    // long (round_robin, least_conn, random); 0 = off.
+    Duration slow_start{0};
     std::vector<BackendConfig> backends;
 };
 

@@ -9,6 +9,7 @@
 #include "sluice/access_log.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/pool_queue.h"
 #include "sluice/stats.h"
 
 #include <atomic>
@@ -33,6 +34,11 @@ struct PoolRuntime {
     // next generations of the same pool so a reload keeps the counts (null for
     // a runtime built without attach_operations(), e.g. in unit tests).
     std::shared_ptr<PoolStats> stats;
+    // Clients waiting for a backend slot (queue_timeout). Null while the pool
+    // has never had a queue, so releasing a backend then costs one test;
+    // shared with the next generations of the pool once made, so clients
+    // queued before a reload are served by sessions started after it.
+    std::shared_ptr<PoolQueue> queue;
 
     // "pool/name" of a backend of this pool, for logs.
     std::string label(BackendId id) const;

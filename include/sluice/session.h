@@ -45,6 +45,8 @@ enum class EndCause : std::uint8_t {
     BackendDown,     // its backend left service and the pool says on_down = "close"
     AdminShutdown,   // the admin command shutdown sessions
     PrimaryUp,       // on a backup: a primary came back and the pool says on_up = "close_backup"
+    QueueTimeout,    // waited queue_timeout for a slot (every backend at max_connections)
+    QueueFull,       // every backend at max_connections and max_queue clients already waiting
 };
 std::string_view to_string(EndCause cause) noexcept;
 

@@ -22,6 +22,7 @@
 #include "sluice/connect_attempts.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/pool_queue.h"
 #include "sluice/relay.h"
 #include "sluice/session.h"
 #include "sluice/stats.h"
@@ -35,9 +36,9 @@ class WorkerContext;
 struct WorkerRuntime;
 struct PoolPicker;
 
-class TcpSession final : public Session {
+class TcpSession final : public Session, private QueueClient {
 public:
-    enum class State : std::uint8_t { Connecting, Established };
+    enum class State : std::uint8_t { Queued, Connecting, Established };
 
     // Takes the accepted client socket; hand the session to the worker's
     // registry, then call start().
@@ -60,6 +61,12 @@ public:
 
 private:
     void connect_next();
+    // Connects to `id`, acquired for this session.
+    void connect_to(BackendId id);
+    // Every usable backend is full: waits in the pool's queue, its bytes
+    // unread, until a slot is handed over or queue_timeout passes.
+    void wait_in_queue();
+    void on_slot_granted(BackendId backend) override;
     void on_connect_event(int revents);
     void on_connect_failed(SysError error);
     void on_established();
@@ -93,7 +100,8 @@ private:
     UniqueFd backend_fd_;
     IoWatcher client_io_;
     IoWatcher backend_io_;
-    // One timer: connect timeout while connecting, then idle timeout.
+    // One timer: queue timeout while queued, connect timeout while
+    // connecting, then idle timeout.
     TimerWatcher timer_;
 
     SocketAddress client_address_;
@@ -101,6 +109,9 @@ private:
     RelayDirection upstream_;    // client -> backend
     RelayDirection downstream_;  // backend -> client
     State state_ = State::Connecting;
+    // While queued (and until a grant on its way is taken): this session's
+    // place in its pool's queue.
+    std::shared_ptr<QueueWaiter> waiter_;
     ev_tstamp last_activity_ = 0;
 };
 
