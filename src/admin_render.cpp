@@ -55,15 +55,15 @@ std::string render_servers(const StatsSnapshot& s, bool json)
             const BackendSnapshot& b = s.backends[i];
             out += fmt::format("{}{{\"pool\":{},\"backend\":{},\"address\":{},\"backup\":{},\"state\":\"{}\","
                                "\"health\":\"{}\",\"why\":{},\"active\":{},\"total\":{},\"failures\":{},"
-                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{},\"check\":{},\"check_passed\":{},"
-                               "\"verdict\":{},\"role\":{},\"check_seconds\":{},\"max_connections\":{}}}",
+                               "\"weight\":{},\"max_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\"check\":{},\"check_passed\":{},"
+                               "\"verdict\":{},\"role\":{},\"check_seconds\":{}}}",
                                i ? "," : "", json_quote(b.pool), json_quote(b.name), json_quote(b.address),
                                b.backup, to_string(b.admin), b.up() ? "up" : "down", json_quote(b.why), b.active,
-                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out,
+                               b.total, b.connect_failures, b.weight, b.max_connections, b.bytes_in, b.bytes_out,
                                b.check.empty() ? "null" : json_quote(b.check),
                                b.checked ? (b.check_passed ? "true" : "false") : "null",
                                b.checked ? json_quote(b.verdict) : "null", b.checked ? json_quote(b.role) : "null",
-                               b.checked ? fmt::format("{:.6f}", b.check_seconds) : "null", b.max_connections);
+                               b.checked ? fmt::format("{:.6f}", b.check_seconds) : "null");
         }
         out += "],\"queues\":[";
         bool first = true;
