@@ -88,6 +88,35 @@ Fd echoed(std::uint16_t port, const std::string& text)
     return fd;
 }
 
+// sluice in front of one CountingBackend capped at `max_connections`.
+struct CappedPool {
+    CappedPool(int max_connections, const std::string& pool_keys)
+        : sluice(limits_config(backend.server.address(), max_connections, pool_keys)), port(sluice.port("front")),
+          admin(sluice.dir() + "/admin.sock")
+    {
+    }
+    bool logged_end(const std::string& cause)
+    {
+        return wait_until([&] { return read_file(sluice.dir() + "/access.log").find("end=" + cause) != std::string::npos; });
+    }
+    CountingBackend backend;
+    Sluice sluice;
+    std::uint16_t port;
+    AdminClient admin;
+};
+
+// A client that sends `bytes` and is closed by sluice without a byte back;
+// how long that took.
+Clock::duration closed_by_sluice(std::uint16_t port, const std::string& bytes)
+{
+    Fd fd(connect_tcp(port));
+    set_receive_timeout(fd, 10s);
+    send_all(fd, bytes);
+    const auto start = Clock::now();
+    CHECK(recv_until_eof(fd).empty());
+    return Clock::now() - start;
+}
+
 void end_politely(Fd& fd)
 {
     ::shutdown(fd, SHUT_WR);
@@ -99,10 +128,10 @@ void end_politely(Fd& fd)
 
 TEST_CASE("max_connections holds exactly across two workers and queued clients get freed slots in arrival order")
 {
-    CountingBackend backend;
-    Sluice sluice(limits_config(backend.server.address(), 2, "queue_timeout = \"20s\""));
-    const std::uint16_t port = sluice.port("front");
-    AdminClient admin(sluice.dir() + "/admin.sock");
+    CappedPool pool(2, "queue_timeout = \"20s\"");
+    const std::uint16_t port = pool.port;
+    AdminClient& admin = pool.admin;
+    CountingBackend& backend = pool.backend;
 
     Fd first = echoed(port, "one\n");
     Fd second = echoed(port, "two\n");
@@ -170,51 +199,32 @@ TEST_CASE("max_connections holds exactly across two workers and queued clients g
 
 TEST_CASE("a client still waiting at queue_timeout is closed with end=queue-timeout, without reaching the backend")
 {
-    CountingBackend backend;
-    Sluice sluice(limits_config(backend.server.address(), 1, "queue_timeout = \"300ms\""));
-    const std::uint16_t port = sluice.port("front");
-    AdminClient admin(sluice.dir() + "/admin.sock");
-
-    Fd held = echoed(port, "held\n");
-    Fd late(connect_tcp(port));
-    set_receive_timeout(late, 10s);
-    send_all(late, "never delivered");
-    const auto start = Clock::now();
-    int error = 0;
-    CHECK(recv_until_eof(late, &error).empty());
-    const auto waited = Clock::now() - start;
+    CappedPool pool(1, "queue_timeout = \"300ms\"");
+    Fd held = echoed(pool.port, "held\n");
+    const auto waited = closed_by_sluice(pool.port, "never delivered");
     CHECK(waited >= 250ms);
     CHECK(waited < 5s);
-    CHECK(backend.accepted.load() == 1);
-    REQUIRE(wait_until([&] { return read_file(sluice.dir() + "/access.log").find("end=queue-timeout") != std::string::npos; }));
-    CHECK(queue_line(admin).find("1 queued, 0 served, 1 timed out, 0 refused") != std::string::npos);
-    std::string metrics = admin.command("show stat");
-    CHECK(metrics.find("queue_timeouts") != std::string::npos);
+    CHECK(pool.backend.accepted.load() == 1);
+    REQUIRE(pool.logged_end("queue-timeout"));
+    CHECK(queue_line(pool.admin).find("1 queued, 0 served, 1 timed out, 0 refused") != std::string::npos);
+    CHECK(pool.admin.command("show stat json").find("\"queue_timeouts\":1,") != std::string::npos);
 }
 
 TEST_CASE("over max_queue a client is closed at once with end=queue-full and counted")
 {
-    CountingBackend backend;
-    Sluice sluice(limits_config(backend.server.address(), 1, "queue_timeout = \"20s\"\nmax_queue = 1"));
-    const std::uint16_t port = sluice.port("front");
-    AdminClient admin(sluice.dir() + "/admin.sock");
-
-    Fd held = echoed(port, "held\n");
-    Fd queued(connect_tcp(port));
+    CappedPool pool(1, "queue_timeout = \"20s\"\nmax_queue = 1");
+    Fd held = echoed(pool.port, "held\n");
+    Fd queued(connect_tcp(pool.port));
     send_all(queued, "q");
-    REQUIRE(waiting(admin, 1));
-    Fd refused(connect_tcp(port));
-    set_receive_timeout(refused, 10s);
-    const auto start = Clock::now();
-    CHECK(recv_until_eof(refused).empty());
-    CHECK(Clock::now() - start < 5s);
-    REQUIRE(wait_until([&] { return read_file(sluice.dir() + "/access.log").find("end=queue-full") != std::string::npos; }));
-    CHECK(queue_line(admin).find("1 waiting, 1 queued, 0 served, 0 timed out, 1 refused") != std::string::npos);
+    REQUIRE(waiting(pool.admin, 1));
+    CHECK(closed_by_sluice(pool.port, "refused") < 5s);
+    REQUIRE(pool.logged_end("queue-full"));
+    CHECK(queue_line(pool.admin).find("1 waiting, 1 queued, 0 served, 0 timed out, 1 refused") != std::string::npos);
     // The queued one is still served when the slot frees.
     end_politely(held);
     set_receive_timeout(queued, 10s);
     CHECK(recv_exact(queued, 1) == "q");
-    CHECK(backend.most.load() == 1);
+    CHECK(pool.backend.most.load() == 1);
 }
 
 TEST_CASE("slow start ramps a backend set ready from maint up to its share over slow_start")
