@@ -37,6 +37,14 @@ std::string render_table(const std::vector<std::vector<std::string>>& rows)
     return out;
 }
 
+// A pool queue's counts as JSON members (no braces).
+std::string queue_json(const QueueTotals& q)
+{
+    return fmt::format("\"queue_waiting\":{},\"queued\":{},\"queue_served\":{},\"queue_timeouts\":{},"
+                       "\"queue_refused\":{},\"queue_wait_ms\":{}",
+                       q.waiting, q.queued, q.served, q.timed_out, q.refused, q.wait_ms);
+}
+
 } // namespace
 
 std::string render_check_json(const BackendSnapshot& b)
@@ -56,17 +64,25 @@ std::string render_servers(const StatsSnapshot& s, bool json)
             const BackendSnapshot& b = s.backends[i];
             out += fmt::format("{}{{\"pool\":{},\"backend\":{},\"address\":{},\"backup\":{},\"state\":\"{}\","
                                "\"health\":\"{}\",\"why\":{},\"active\":{},\"total\":{},\"failures\":{},"
-                               "\"weight\":{},\"bytes_in\":{},\"bytes_out\":{},{}}}",
+                               "\"weight\":{},\"max_connections\":{},\"bytes_in\":{},\"bytes_out\":{},{}}}",
                                i ? "," : "", json_quote(b.pool), json_quote(b.name), json_quote(b.address),
                                b.backup, to_string(b.admin), b.up() ? "up" : "down", json_quote(b.why), b.active,
-                               b.total, b.connect_failures, b.weight, b.bytes_in, b.bytes_out, render_check_json(b));
+                               b.total, b.connect_failures, b.weight, b.max_connections, b.bytes_in, b.bytes_out, render_check_json(b));
         }
+        out += "],\"queues\":[";
+        bool first = true;
+        for (const PoolSnapshot& p : s.pools)
+            if (p.has_queue) {
+                out += fmt::format("{}{{\"pool\":{},{}}}", first ? "" : ",", json_quote(p.name), queue_json(p.queue));
+                first = false;
+            }
         return out + "]}";
     }
     // The check columns come last, so scripts reading the first ten keep
     // working; the verdict, free text, is the very last.
     std::vector<std::vector<std::string>> rows{{"pool", "backend", "address", "state", "health", "why", "active",
-                                                "total", "failures", "weight", "check", "took", "last_check"}};
+                                                "total", "failures", "weight", "maxconn", "check", "took",
+                                                "last_check"}};
     for (const BackendSnapshot& b : s.backends) {
         std::string check = b.check.empty() ? "-" : b.check;
         std::string last = !b.checked ? (b.check.empty() ? "-" : "(not yet)")
@@ -75,10 +91,18 @@ std::string render_servers(const StatsSnapshot& s, bool json)
         std::string took = b.checked ? fmt::format("{:.0f}ms", b.check_seconds * 1000) : "-";
         rows.push_back({b.pool, b.name + (b.backup ? " (backup)" : ""), b.address, std::string(to_string(b.admin)),
                         b.up() ? "up" : "down", std::string(b.why), std::to_string(b.active), std::to_string(b.total),
-                        std::to_string(b.connect_failures), std::to_string(b.weight), std::move(check),
+                        std::to_string(b.connect_failures), std::to_string(b.weight),
+                        b.max_connections ? std::to_string(b.max_connections) : "-", std::move(check),
                         std::move(took), std::move(last)});
     }
-    return render_table(rows);
+    std::string out = render_table(rows);
+    // A queue is the pool's, not a backend's: one line per pool that has one.
+    for (const PoolSnapshot& p : s.pools)
+        if (p.has_queue)
+            out += fmt::format("\nqueue {}: {} waiting, {} queued, {} served, {} timed out, {} refused, {}ms waited",
+                               p.name, p.queue.waiting, p.queue.queued, p.queue.served, p.queue.timed_out,
+                               p.queue.refused, p.queue.wait_ms);
+    return out;
 }
 
 std::string render_stat(const StatsSnapshot& s, bool json)
@@ -98,9 +122,9 @@ std::string render_stat(const StatsSnapshot& s, bool json)
         for (std::size_t i = 0; i < s.pools.size(); ++i) {
             const PoolSnapshot& p = s.pools[i];
             out += fmt::format("{}{{\"name\":{},\"sessions\":{},\"active\":{},\"bytes_in\":{},\"bytes_out\":{},"
-                               "\"failed_connects\":{},\"retries\":{},\"rejected\":{}}}",
+                               "\"failed_connects\":{},\"retries\":{},\"rejected\":{},{}}}",
                                i ? "," : "", json_quote(p.name), p.sessions, p.active, p.bytes_in, p.bytes_out,
-                               p.failed_connects, p.retries, p.rejected);
+                               p.failed_connects, p.retries, p.rejected, queue_json(p.queue));
         }
         out += "],\"workers\":[";
         for (std::size_t i = 0; i < s.workers.size(); ++i) {
@@ -119,11 +143,14 @@ std::string render_stat(const StatsSnapshot& s, bool json)
                              std::to_string(l.totals.bytes_in), std::to_string(l.totals.bytes_out),
                              std::to_string(l.totals.rejected), std::to_string(l.totals.proxy_refused)});
     std::vector<std::vector<std::string>> pools{
-        {"pool", "sessions", "active", "bytes_in", "bytes_out", "failed_connects", "retries", "rejected"}};
+        {"pool", "sessions", "active", "bytes_in", "bytes_out", "failed_connects", "retries", "rejected", "queue_now",
+         "queued", "queue_timeouts", "queue_refused", "queue_wait_ms"}};
     for (const PoolSnapshot& p : s.pools)
         pools.push_back({p.name, std::to_string(p.sessions), std::to_string(p.active), std::to_string(p.bytes_in),
                          std::to_string(p.bytes_out), std::to_string(p.failed_connects), std::to_string(p.retries),
-                         std::to_string(p.rejected)});
+                         std::to_string(p.rejected), std::to_string(p.queue.waiting), std::to_string(p.queue.queued),
+                         std::to_string(p.queue.timed_out), std::to_string(p.queue.refused),
+                         std::to_string(p.queue.wait_ms)});
     std::vector<std::vector<std::string>> workers{{"worker", "cpu_seconds", "sessions"}};
     for (const WorkerSnapshot& w : s.workers)
         workers.push_back({std::to_string(w.index), fmt::format("{:.3f}", w.cpu_seconds), std::to_string(w.sessions)});

@@ -76,6 +76,56 @@ void BackendTable::release(BackendId id) noexcept
     assert(before > 0 && "release() without a matching acquire()");
 }
 
+// The cap is exact: the increment happens only if the count seen is below
+// it, and a failed CAS re-reads. Uncapped backends keep the plain increment.
+bool BackendTable::try_acquire(BackendId id) noexcept
+{
+    const std::uint32_t cap = limits_[id].max_connections.load(kRelaxed);
+    std::atomic<std::uint32_t>& active = slots_[id].active;
+    if (cap == 0) {
+        active.fetch_add(1, kRelaxed);
+        return true;
+    }
+    std::uint32_t now = active.load(kRelaxed);
+    while (now < cap) {
+        // seq_cst pairs with PoolQueue's fences (see pool_queue.cpp).
+        if (active.compare_exchange_weak(now, now + 1, std::memory_order_seq_cst, kRelaxed))
+            return true;
+    }
+    return false;
+}
+
+bool BackendTable::has_room(BackendId id) const noexcept
+{
+    const std::uint32_t cap = limits_[id].max_connections.load(kRelaxed);
+    return cap == 0 || slots_[id].active.load(kRelaxed) < cap;
+}
+
+std::uint32_t BackendTable::ramped_weight(BackendId id, std::uint16_t full_weight, std::int64_t now_ms) const noexcept
+{
+    const std::uint32_t full = std::uint32_t{full_weight} * kWeightScale;
+    const BackendLimits& l = limits_[id];
+    const std::int64_t ramp = l.slow_start_ms.load(kRelaxed);
+    const std::int64_t since = l.up_since_ms.load(kRelaxed);
+    if (ramp == 0 || since == 0 || now_ms - since >= ramp) [[likely]]
+        return full;
+    const std::int64_t elapsed = now_ms > since ? now_ms - since : 0;
+    const auto share = static_cast<std::uint32_t>(std::int64_t{full} * elapsed / ramp);
+    return share > 0 ? share : 1;
+}
+
+void BackendTable::set_limits(BackendId id, std::uint32_t max_connections, std::uint32_t slow_start_ms) noexcept
+{
+    limits_[id].max_connections.store(max_connections, kRelaxed);
+    limits_[id].slow_start_ms.store(slow_start_ms, kRelaxed);
+}
+
+void BackendTable::mark_came_up(BackendId id, std::int64_t now_ms) noexcept
+{
+    // 0 means "never ramp"; a clock reading of 0 is not a real one here.
+    limits_[id].up_since_ms.store(now_ms != 0 ? now_ms : 1, kRelaxed);
+}
+
 std::uint32_t BackendTable::active(BackendId id) const noexcept
 {
     return slots_[id].active.load(kRelaxed);
@@ -186,6 +236,8 @@ bool BackendTable::record_connect_failure(BackendId id, std::int64_t now_ms, int
     // HealthReason::PassiveFailures while passive_down_until_ms is ahead.
     s.passive_down_until_ms.store(now_ms + fail_timeout_ms, kRelease);
     s.window_failures.store(0, kRelease);
+    // It comes back by itself when the mark runs out: slow start ramps from then.
+    mark_came_up(id, now_ms + fail_timeout_ms);
     bump_version();
     return true;
 }
@@ -195,8 +247,11 @@ void BackendTable::set_health(BackendId id, Health health, HealthReason reason) 
     BackendSlot& s = slots_[id];
     // The reason first, so a reader that sees the new health sees why.
     s.health_reason.store(reason, kRelease);
-    if (s.health.exchange(health, kAcqRel) != health)
+    if (s.health.exchange(health, kAcqRel) != health) {
+        if (health == Health::Up)
+            mark_came_up(id, monotonic_ms());
         bump_version();
+    }
 }
 
 void BackendTable::clear_passive_down(BackendId id) noexcept
@@ -209,8 +264,12 @@ void BackendTable::clear_passive_down(BackendId id) noexcept
 
 void BackendTable::set_admin(BackendId id, AdminState state) noexcept
 {
-    if (slots_[id].admin.exchange(state, kAcqRel) != state)
-        bump_version();
+    const AdminState before = slots_[id].admin.exchange(state, kAcqRel);
+    if (before == state)
+        return;
+    if (before == AdminState::Maint && state == AdminState::Ready)
+        mark_came_up(id, monotonic_ms());
+    bump_version();
 }
 
 void BackendTable::set_weight(BackendId id, std::uint16_t weight) noexcept
@@ -236,6 +295,9 @@ std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health hea
         s.window_failures.store(0, kRelaxed);
         s.window_start_ms.store(0, kRelaxed);
         s.passive_down_until_ms.store(0, kRelaxed);
+        limits_[id].max_connections.store(0, kRelaxed);
+        limits_[id].slow_start_ms.store(0, kRelaxed);
+        limits_[id].up_since_ms.store(0, kRelaxed);
         // Publishes the reset fields to anyone who sees the new version.
         bump_version();
         return id;

@@ -58,13 +58,15 @@ constexpr std::array<std::string_view, 3> kAdminKeys{"socket", "metrics", "token
 constexpr std::array<std::string_view, 11> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log",
     "accept_proxy", "accept_proxy_from", "proxy_timeout", "access_log_format"};
-constexpr std::array<std::string_view, 10> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
-                                                     "fail_timeout", "health", "on_down", "on_up", "backends",
+constexpr std::array<std::string_view, 13> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
+                                                     "fail_timeout", "health", "on_down", "on_up",
+                                                     "queue_timeout", "max_queue", "slow_start", "backends",
                                                      "send_proxy"};
 constexpr std::array<std::string_view, 17> kHealthKeys{
     "protocol", "interval", "timeout", "rise", "fall", "port", "send", "expect", "path", "expect_status", "host",
     "role", "user", "password_file", "database", "sslmode", "max_lag"};
-constexpr std::array<std::string_view, 5> kBackendKeys{"address", "weight", "name", "backup", "send_proxy"};
+constexpr std::array<std::string_view, 6> kBackendKeys{"address", "weight", "name", "backup", "max_connections",
+                                                        "send_proxy"};
 
 template <typename E>
 struct Choice {
@@ -760,6 +762,11 @@ private:
         in.choice("on_down", kOnDown, pool.on_down);
         in.choice("on_up", kOnUp, pool.on_up);
         in.choice("send_proxy", kSendProxy, pool.send_proxy);
+        in.duration("queue_timeout", DurationRule::AllowZero, pool.queue_timeout);
+        if (in.integer("max_queue", IntRange{1, 1'000'000}, pool.max_queue) && pool.queue_timeout.count() == 0)
+            diag_.report(in.node("max_queue")->source().begin,
+                         R"(max_queue is set but the pool has no queue, expected queue_timeout too (e.g. "5s"))");
+        in.duration("slow_start", DurationRule::AllowZero, pool.slow_start);
         if (in.require("backends", R"(backends = [{ address = "10.0.0.1:5432" }])"))
             pool.backends = read_backends(name, *in.node("backends"), pool.send_proxy);
         return pool;
@@ -998,6 +1005,7 @@ private:
         in.integer("weight", IntRange{1, 256}, backend.weight);
         in.boolean("backup", backend.backup);
         in.choice("send_proxy", kSendProxy, backend.send_proxy);
+        in.integer("max_connections", IntRange{0, 1'000'000}, backend.max_connections);
         origin.named = in.name("name", backend.name);
         if (origin.valid)
             locate(in, "address", backend.address, origin, backend.name);

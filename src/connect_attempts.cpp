@@ -3,34 +3,39 @@
 #include "sluice/log.h"
 #include "sluice/log_throttle.h"
 
+#include <algorithm>
+
 namespace sluice {
 
 std::optional<BackendId> ConnectAttempts::next(const SocketAddress& client, std::int64_t now_ms)
 {
     PoolStats* stats = pool_->stats.get();
+    should_queue_ = false;
     if (attempts_failed() > pool_->config->retries) {
         if (stats)
             stats->rejected.fetch_add(1, std::memory_order_relaxed);
         return std::nullopt;
     }
-    PickContext ctx;
-    ctx.client = &client;
-    ctx.excluded = tried_;
-    ctx.now_ms = now_ms;
-    std::optional<BackendId> id = balancer_->pick(ctx);
+    // Only a first attempt may wait, and it waits behind anyone waiting.
+    const bool may_queue = may_queue_ && failed_ == 0 && pool_->queue && pool_->config->queue_timeout.count() > 0;
+    if (may_queue && pool_->queue->has_waiters()) [[unlikely]] {
+        should_queue_ = true;
+        return std::nullopt;
+    }
+    std::optional<BackendId> id = acquire_any(client, now_ms);
     if (id) {
-        if (pool_->all_down.load(std::memory_order_relaxed)
-            && pool_->all_down.exchange(false, std::memory_order_relaxed))
-            log::info("pool {} has a usable backend again", pool_->config->name);
-        table_->acquire(*id);
-        counters_->count_session(*id, table_->epoch(*id));
-        if (stats && !tried_.empty())
+        if (stats && failed_ > 0)
             stats->retries.fetch_add(1, std::memory_order_relaxed);
+        adopt(*id);
         return id;
+    }
+    if (may_queue && any_full(now_ms)) {
+        should_queue_ = true;
+        return std::nullopt;
     }
     if (stats)
         stats->rejected.fetch_add(1, std::memory_order_relaxed);
-    if (tried_.empty() && !pool_->all_down.load(std::memory_order_relaxed)
+    if (failed_ == 0 && !pool_->all_down.load(std::memory_order_relaxed)
         && !pool_->all_down.exchange(true, std::memory_order_relaxed)) {
         // Only a first attempt proves the whole pool is unusable; a retry that
         // finds nothing new merely ran out of other backends.
@@ -39,10 +44,41 @@ std::optional<BackendId> ConnectAttempts::next(const SocketAddress& client, std:
     return id;
 }
 
+std::optional<BackendId> ConnectAttempts::acquire_any(const SocketAddress& client, std::int64_t now_ms)
+{
+    PickContext ctx;
+    ctx.client = &client;
+    ctx.now_ms = now_ms;
+    // Balancers skip full backends, so a lost race for the last slot is rare;
+    // each loss excludes that backend, so this ends within the pool's size.
+    for (;;) {
+        ctx.excluded = tried_;
+        std::optional<BackendId> id = balancer_->pick(ctx);
+        if (!id || table_->try_acquire(*id))
+            return id;
+        tried_.push_back(*id);
+    }
+}
+
+void ConnectAttempts::adopt(BackendId backend)
+{
+    if (pool_->all_down.load(std::memory_order_relaxed) && pool_->all_down.exchange(false, std::memory_order_relaxed))
+        log::info("pool {} has a usable backend again", pool_->config->name);
+    counters_->count_session(backend, table_->epoch(backend));
+}
+
+bool ConnectAttempts::any_full(std::int64_t now_ms) const noexcept
+{
+    auto full = [&](BackendId id) { return table_->usable(id, now_ms) && !table_->has_room(id); };
+    return std::any_of(pool_->primaries.begin(), pool_->primaries.end(), full)
+        || std::any_of(pool_->backups.begin(), pool_->backups.end(), full);
+}
+
 void ConnectAttempts::failed(BackendId backend, SysError error, std::int64_t now_ms)
 {
-    table_->release(backend);
+    release_backend_slot(*table_, *pool_, backend, now_ms);
     tried_.push_back(backend);
+    ++failed_;
     if (PoolStats* stats = pool_->stats.get())
         stats->failed_connects.fetch_add(1, std::memory_order_relaxed);
     record_passive_failure(*table_, *pool_, backend, "connect", error, now_ms);
@@ -66,7 +102,7 @@ bool record_passive_failure(BackendTable& table, const PoolRuntime& pool, Backen
 
 void ConnectAttempts::local_shortage(BackendId backend, SysError error, std::int64_t now_ms)
 {
-    table_->release(backend);
+    release_backend_slot(*table_, *pool_, backend, now_ms);
     if (PoolStats* stats = pool_->stats.get())
         stats->rejected.fetch_add(1, std::memory_order_relaxed);
     note_client_turned_away(error, now_ms);

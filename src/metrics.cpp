@@ -42,6 +42,10 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
         }
         if (pool.histograms)
             pool_snap.histograms = pool.histograms->total();
+        if (pool.queue) {
+            pool_snap.has_queue = true;
+            pool_snap.queue = pool.queue->totals();
+        }
         for (std::size_t b = 0; b < pool.backend_ids.size(); ++b) {
             const BackendConfig& config = pool.config->backends[b];
             const BackendSlot& slot = table.slot(pool.backend_ids[b]);
@@ -58,6 +62,7 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
             else if (backend.passive_down)
                 backend.why = to_string(HealthReason::PassiveFailures);
             backend.weight = slot.weight.load(relaxed);
+            backend.max_connections = table.max_connections(pool.backend_ids[b]);
             backend.active = slot.active.load(relaxed);
             backend.connect_failures = slot.connect_failures.load(relaxed);
             const std::uint32_t epoch = slot.epoch.load(relaxed);
@@ -224,6 +229,26 @@ std::string format_prometheus(const StatsSnapshot& s)
         pool_labels,
         [](const PoolSnapshot& p) -> const PoolSnapshot& { return p; });
 
+    // Queues: only pools that have one (queue_timeout).
+    std::vector<PoolSnapshot> queued_pools;
+    std::copy_if(s.pools.begin(), s.pools.end(), std::back_inserter(queued_pools),
+                 [](const PoolSnapshot& p) { return p.has_queue; });
+    auto pool_label = [](const PoolSnapshot& p) { return fmt::format("pool=\"{}\"", escape_label(p.name)); };
+    out.family("sluice_pool_queue_length", "gauge", "Clients waiting now for a backend slot (max_connections).");
+    for (const PoolSnapshot& p : queued_pools)
+        out.sample("sluice_pool_queue_length", pool_label(p), p.queue.waiting);
+    constexpr std::array<CounterFamily<QueueTotals>, 5> queue_metrics{{
+        {"sluice_pool_queued_total", "Clients that waited in the queue.", &QueueTotals::queued},
+        {"sluice_pool_queue_served_total", "Queued clients handed a backend slot.", &QueueTotals::served},
+        {"sluice_pool_queue_timeouts_total", "Queued clients closed at queue_timeout.", &QueueTotals::timed_out},
+        {"sluice_pool_queue_refused_total", "Clients closed at once because max_queue clients were waiting.",
+         &QueueTotals::refused},
+        {"sluice_pool_queue_wait_milliseconds_total", "Time served clients spent in the queue, summed.",
+         &QueueTotals::wait_ms},
+    }};
+    write_counters(out, queue_metrics, queued_pools, pool_label,
+                   [](const PoolSnapshot& p) -> const QueueTotals& { return p.queue; });
+
     out.family("sluice_backend_up", "gauge", "1 when the backend is healthy (active and passive checks), else 0.");
     for (const BackendSnapshot& b : s.backends)
         out.sample("sluice_backend_up", backend_labels(b), b.up() ? 1 : 0);
@@ -235,6 +260,9 @@ std::string format_prometheus(const StatsSnapshot& s)
     out.family("sluice_backend_weight", "gauge", "Current weight.");
     for (const BackendSnapshot& b : s.backends)
         out.sample("sluice_backend_weight", backend_labels(b), b.weight);
+    out.family("sluice_backend_max_connections", "gauge", "The backend's max_connections (0 = no cap).");
+    for (const BackendSnapshot& b : s.backends)
+        out.sample("sluice_backend_max_connections", backend_labels(b), b.max_connections);
     out.family("sluice_backend_active_sessions", "gauge", "Sessions open to the backend now.");
     for (const BackendSnapshot& b : s.backends)
         out.sample("sluice_backend_active_sessions", backend_labels(b), b.active);

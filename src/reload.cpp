@@ -74,6 +74,10 @@ bool attach_operations(Runtime& next, const Runtime* previous, unsigned workers,
         pool.stats = before && before->stats ? before->stats : std::make_shared<PoolStats>();
         pool.histograms =
             before && before->histograms ? before->histograms : std::make_shared<PoolHistograms>(workers);
+        if (before && before->queue)
+            pool.queue = before->queue;
+        else if (pool.config->queue_timeout.count() > 0)
+            pool.queue = std::make_shared<PoolQueue>();
     }
     return ok;
 }

@@ -1,6 +1,8 @@
 #include "sluice/runtime.h"
 
 #include "sluice/balancer.h"
+#include <algorithm>
+#include <cstdint>
 
 namespace sluice {
 
@@ -88,7 +90,14 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
                     return nullptr;
                 }
                 allocated.push_back(*id);
+                // Added by a reload: a newcomer ramps up like a backend that
+                // came back (those present at start take full weight at once).
+                if (previous)
+                    table.mark_came_up(*id, monotonic_ms());
             }
+            table.set_limits(*id, static_cast<std::uint32_t>(backend.max_connections),
+                             static_cast<std::uint32_t>(std::min<std::int64_t>(pool_config.slow_start.count(),
+                                                                               UINT32_MAX)));
             pool.backend_ids.push_back(*id);
             (backend.backup ? pool.backups : pool.primaries).push_back(*id);
             (backend.backup ? pool.backup_identities : pool.primary_identities)

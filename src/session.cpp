@@ -24,6 +24,8 @@ std::string_view to_string(EndCause cause) noexcept
     case EndCause::AdminShutdown: return "admin-shutdown";
     case EndCause::PrimaryUp: return "primary-up";
     case EndCause::ProxyRefused: return "proxy-refused";
+    case EndCause::QueueTimeout: return "queue-timeout";
+    case EndCause::QueueFull: return "queue-full";
     }
     return "done";
 }

@@ -1,6 +1,7 @@
 #include "sluice/tcp_session.h"
 
 #include "sluice/config.h"
+#include "sluice/duration_histogram.h"
 #include "sluice/log.h"
 #include "sluice/runtime.h"
 #include "sluice/worker_runtime.h"
@@ -36,6 +37,7 @@ TcpSession::TcpSession(WorkerContext& worker, std::shared_ptr<WorkerRuntime> gen
     , client_address_(client_address)
 {
     client_io_.bind<TcpSession, &TcpSession::on_client_event>(worker.loop(), this, client_.get());
+    connector_.allow_queue();
     upstream_.splice_off = downstream_.splice_off = !worker.splice_enabled();
     timer_.bind<TcpSession, &TcpSession::on_timer>(worker.loop(), this);
     last_activity_ = started_at();
@@ -46,6 +48,8 @@ std::string_view TcpSession::state() const noexcept
 {
     if (state_ == State::ReadingProxyHeader)
         return "proxy-header";
+    if (state_ == State::Queued)
+        return "queued";
     if (state_ == State::Connecting)
         return "connecting";
     if (upstream_.eof && downstream_.eof)
@@ -232,13 +236,22 @@ void TcpSession::connect_next()
 {
     std::optional<BackendId> id = connector_.next(client_address_, monotonic_ms());
     if (!id) {
-        close(EndCause::NoBackend);
+        if (connector_.should_queue()) [[unlikely]]
+            wait_in_queue();
+        else
+            close(EndCause::NoBackend);
         return;
     }
-    worker_.sessions().set_backend(*this, *id);
+    connect_to(*id);
+}
+
+void TcpSession::connect_to(BackendId id)
+{
+    state_ = State::Connecting;
+    worker_.sessions().set_backend(*this, id);
     set_retries(connector_.attempts_failed());  // each failure so far led to this pick
     connect_started_ = worker_.loop().now();
-    const BackendConfig* backend = pool_.runtime->backend(*id);
+    const BackendConfig* backend = pool_.runtime->backend(id);
     Result<UniqueFd> sock = start_connect(backend->address);
     if (!sock) [[unlikely]] {
         // Refused or unreachable at once: same as a failed connect, so it is
@@ -254,6 +267,61 @@ void TcpSession::connect_next()
     // apart without a getsockopt on every success.
     backend_io_.set_events(EV_READ | EV_WRITE);
     timer_.start(seconds(pool_.runtime->config->connect_timeout));
+}
+
+// ---- waiting for a slot -----------------------------------------------------
+
+void TcpSession::wait_in_queue()
+{
+    PoolQueue& queue = *pool_.runtime->queue;
+    const PoolConfig& config = *pool_.runtime->config;
+    const std::int64_t now_ms = monotonic_ms();
+    waiter_ = std::make_shared<QueueWaiter>(worker_.loop(), static_cast<QueueClient&>(*this), now_ms);
+    BackendId acquired = 0;
+    auto acquire = [&] { return connector_.acquire_any(client_address_, now_ms); };
+    switch (queue.admit(waiter_, static_cast<std::size_t>(config.max_queue), worker_.table(), acquire, &acquired)) {
+    case PoolQueue::Admission::Acquired:
+        waiter_.reset();
+        connector_.adopt(acquired);
+        connect_to(acquired);
+        return;
+    case PoolQueue::Admission::Refused:
+        waiter_.reset();
+        close(EndCause::QueueFull);
+        return;
+    case PoolQueue::Admission::Queued:
+        // The client's bytes stay in its socket: client_io_ is not started.
+        state_ = State::Queued;
+        timer_.start(seconds(config.queue_timeout));
+        return;
+    }
+}
+
+// Once per queued client, when it got a slot or gave up waiting: into the
+// pool's queue-wait histogram, this worker's line.
+void TcpSession::record_queue_wait() noexcept
+{
+    if (!pool_.runtime->histograms)
+        return;
+    const double waited = static_cast<double>(std::max<std::int64_t>(monotonic_ms() - waiter_->queued_ms, 0)) / 1000.0;
+    pool_.runtime->histograms->worker(worker_.sessions().worker()).queue_wait.record(kQueueLadder, waited);
+}
+
+void TcpSession::on_slot_granted(BackendId backend)
+{
+    worker_.loop().assert_loop_thread();
+    record_queue_wait();
+    waiter_.reset();
+    timer_.stop();
+    // The slot was taken for this pool's backend by another generation's
+    // pick, of a backend this generation no longer has: give it back.
+    if (!pool_.runtime->backend(backend)) [[unlikely]] {
+        release_backend_slot(worker_.table(), *pool_.runtime, backend, monotonic_ms());
+        close(EndCause::NoBackend);
+        return;
+    }
+    connector_.adopt(backend);
+    connect_to(backend);
 }
 
 void TcpSession::on_connect_event(int revents)
@@ -415,6 +483,10 @@ void TcpSession::on_timer()
         refuse_proxy_header("no complete PROXY header within proxy_timeout");
         return;
     }
+    if (state_ == State::Queued) {
+        close(EndCause::QueueTimeout);
+        return;
+    }
     if (state_ == State::Connecting) {
         on_connect_failed(SysError::TimedOut);
         return;
@@ -435,7 +507,7 @@ void TcpSession::on_timer()
 void TcpSession::release_backend() noexcept
 {
     if (std::optional<BackendId> id = backend(); id && !backend_released_) {
-        worker_.table().release(*id);
+        release_backend_slot(worker_.table(), *pool_.runtime, *id, monotonic_ms());
         backend_released_ = true;
     }
 }
@@ -453,6 +525,13 @@ void TcpSession::close(EndCause cause)
     client_io_.stop();
     backend_io_.stop();
     timer_.stop();
+    if (waiter_) [[unlikely]] {
+        record_queue_wait();
+        // Still queued, or a grant is on its way, which then gives the slot back.
+        pool_.runtime->queue->leave(*waiter_, cause == EndCause::QueueTimeout);
+        waiter_->client = nullptr;
+        waiter_.reset();
+    }
     // A pipe that still holds bytes is not fit for reuse: it closes with us.
     return_transit(upstream_, transit());
     return_transit(downstream_, transit());

@@ -121,7 +121,7 @@ UdpFlow::UdpFlow(UdpListener& listener, std::shared_ptr<WorkerRuntime> generatio
 UdpFlow::~UdpFlow()
 {
     io_.stop();
-    listener_.worker().table().release(backend_);
+    release_backend_slot(listener_.worker().table(), *pool_, backend_, monotonic_ms());
 }
 
 void UdpFlow::end(EndCause cause) { listener_.end_flow(*this, cause); }

@@ -74,6 +74,18 @@ struct alignas(64) BackendSlot {
 };
 static_assert(sizeof(BackendSlot) == 64, "a backend slot is one cache line");
 
+// Per-backend limits kept beside the slots, not in them (a slot is one line):
+// the configured cap on sessions, and slow start's ramp. Same index as the
+// slot (BackendId). Written by the control thread (limits) and by whoever
+// brings the backend back (up_since_ms); read by workers when they pick.
+struct BackendLimits {
+    std::atomic<std::uint32_t> max_connections{0};  // 0 = no cap
+    std::atomic<std::uint32_t> slow_start_ms{0};    // 0 = no ramp
+    // When the backend last came into service (monotonic ms); 0 = it has
+    // been in service since sluice started, so no ramp.
+    std::atomic<std::int64_t> up_since_ms{0};
+};
+
 class BackendTable {
 public:
     static constexpr std::size_t kCapacity = 4096;
@@ -84,6 +96,23 @@ public:
     bool usable(BackendId id, std::int64_t now_ms) const noexcept;
     void acquire(BackendId id) noexcept;   // a session starts using the backend
     void release(BackendId id) noexcept;   // that session ends
+    // acquire(), but only while `active` is below the backend's
+    // max_connections (a CAS loop, so the cap holds exactly across workers).
+    // False when the backend is full; then nothing was taken.
+    bool try_acquire(BackendId id) noexcept;
+    // Below max_connections now (or no cap). A hint for balancers: only
+    // try_acquire() decides.
+    bool has_room(BackendId id) const noexcept;
+    std::uint32_t max_connections(BackendId id) const noexcept
+    {
+        return limits_[id].max_connections.load(std::memory_order_relaxed);
+    }
+    // `full_weight` as slow start lets it take new sessions at `now_ms`, in
+    // units of 1/kWeightScale: full_weight * kWeightScale once the ramp is
+    // over (or with no slow start), else a share growing linearly with the
+    // time since the backend came back, at least 1.
+    static constexpr std::uint32_t kWeightScale = 256;
+    std::uint32_t ramped_weight(BackendId id, std::uint16_t full_weight, std::int64_t now_ms) const noexcept;
     std::uint32_t active(BackendId id) const noexcept;
     std::uint16_t weight(BackendId id) const noexcept;
     std::uint32_t epoch(BackendId id) const noexcept { return slots_[id].epoch.load(std::memory_order_relaxed); }
@@ -101,6 +130,12 @@ public:
     // --- admin / control thread ---
     void set_admin(BackendId id, AdminState state) noexcept;
     void set_weight(BackendId id, std::uint16_t weight) noexcept;
+    // From the backend's and its pool's config (start and reload).
+    void set_limits(BackendId id, std::uint32_t max_connections, std::uint32_t slow_start_ms) noexcept;
+    // The backend comes into service at `now_ms`: slow start ramps from here.
+    // Also called by set_health (down -> up), set_admin (maint -> ready) and
+    // a passive mark-down (for the moment it ends).
+    void mark_came_up(BackendId id, std::int64_t now_ms) noexcept;
     // Finds a free slot, resets it to Ready with `weight` and `health` (Up
     // unless its pool must confirm a role first). nullopt when full.
     std::optional<BackendId> allocate(std::uint16_t weight, Health health = Health::Up,
@@ -118,6 +153,7 @@ private:
     void bump_version() noexcept { version_.fetch_add(1, std::memory_order_acq_rel); }
 
     std::array<BackendSlot, kCapacity> slots_{};
+    std::array<BackendLimits, kCapacity> limits_{};
     alignas(64) std::atomic<std::uint64_t> version_{1};
 };
 

@@ -80,6 +80,7 @@ struct BackendConfig {
     // PROXY protocol header sent first on each connection to it: its own
     // send_proxy, or else the pool's.
     ProxyVersion send_proxy = ProxyVersion::Off;
+    int max_connections = 0;  // sessions at once across all workers; 0 = no cap
 };
 
 struct PoolConfig {
@@ -100,6 +101,14 @@ struct PoolConfig {
     OnUp on_up = OnUp::Keep;
     // send_proxy: the default of the pool's backends (each may override it).
     ProxyVersion send_proxy = ProxyVersion::Off;
+    // While every usable backend is at its max_connections a new client waits
+    // this long for a slot (its bytes unread), first come first served; 0 =
+    // no queue, the client is closed at once.
+    Duration queue_timeout{0};
+    int max_queue = 0;        // clients waiting at most; 0 = no bound but queue_timeout
+    // A backend coming back into service ramps up to its weight over this
+    // long (round_robin, least_conn, random); 0 = off.
+    Duration slow_start{0};
     std::vector<BackendConfig> backends;
 };
 

@@ -28,10 +28,23 @@ public:
     {
     }
 
-    // The next backend to try (acquired in the table), or nullopt when the
-    // retries are spent or no backend is usable. Logs the pool's "no usable
-    // backend" state once per change.
+    // The next backend to try (acquired in the table, within its
+    // max_connections), or nullopt when the retries are spent or no backend
+    // is usable. Logs the pool's "no usable backend" state once per change.
+    // nullopt with should_queue() set: the client may wait in the pool's
+    // queue instead (see allow_queue()).
     std::optional<BackendId> next(const SocketAddress& client, std::int64_t now_ms);
+
+    // The session can wait in the pool's queue (TCP; a UDP datagram cannot).
+    // Then a first attempt that finds every usable backend full, or other
+    // clients already waiting, returns nullopt with should_queue() set.
+    void allow_queue() noexcept { may_queue_ = true; }
+    bool should_queue() const noexcept { return should_queue_; }
+    // For PoolQueue::admit: a pick that took a slot, not yet counted.
+    std::optional<BackendId> acquire_any(const SocketAddress& client, std::int64_t now_ms);
+    // The session starts on `backend`, already acquired (by acquire_any or
+    // handed over by the queue): counts it.
+    void adopt(BackendId backend);
 
     // The connect to `backend` failed with `error`: counts it, releases the
     // backend, remembers not to try it again.
@@ -45,15 +58,34 @@ public:
     void local_shortage(BackendId backend, SysError error, std::int64_t now_ms);
 
     // Retries already used (failed attempts).
-    int attempts_failed() const noexcept { return static_cast<int>(tried_.size()); }
+    int attempts_failed() const noexcept { return failed_; }
 
 private:
+    // True when some usable backend of the pool is at its max_connections.
+    bool any_full(std::int64_t now_ms) const noexcept;
+
     const PoolRuntime* pool_;
     PoolBalancer* balancer_;
     BackendTable* table_;
     BackendCounters* counters_;
-    std::vector<BackendId> tried_;  // allocates only when a connect fails
+    // Backends not to pick again: those whose connect failed, and those
+    // found full by try_acquire after the balancer chose them (another
+    // worker took the last slot in between). Allocates only then.
+    std::vector<BackendId> tried_;
+    int failed_ = 0;
+    bool may_queue_ = false;
+    bool should_queue_ = false;
 };
+
+// Any thread: a session of `pool` stops using `backend` (BackendTable::release)
+// and, when clients of the pool wait, the slot goes to the longest-waiting
+// one. Every session end and failed connect gives its backend back here.
+inline void release_backend_slot(BackendTable& table, const PoolRuntime& pool, BackendId backend, std::int64_t now_ms)
+{
+    table.release(backend);
+    if (pool.queue) [[unlikely]]
+        pool.queue->slot_freed(table, backend, now_ms);
+}
 
 // Any thread: a `what` ("connect" for TCP, "datagram" for UDP) to `backend`
 // of `pool` failed with `error`, a fault of the backend or the way to it.

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "sluice/backend_table.h"
+#include "sluice/pool_queue.h"
 #include "sluice/health_report.h"
 #include "sluice/runtime.h"
 #include "sluice/stats.h"
@@ -28,6 +29,7 @@ struct BackendSnapshot {
     bool passive_down = false;
     std::string_view why = "-";  // why it is down ("connection refused"), "-" when up (static text)
     std::uint16_t weight = 1;
+    std::uint32_t max_connections = 0;  // 0 = no cap
     std::uint32_t active = 0;
     std::uint64_t total = 0;
     std::uint64_t connect_failures = 0;
@@ -68,6 +70,8 @@ struct PoolSnapshot {
     std::uint64_t retries = 0;
     std::uint64_t rejected = 0;
     PoolHistogramTotals histograms;  // session duration, queue wait
+    bool has_queue = false;  // queue_timeout set (now or before a reload)
+    QueueTotals queue;
 };
 
 struct StatsSnapshot {

@@ -9,6 +9,7 @@
 #include "sluice/access_log.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/pool_queue.h"
 #include "sluice/stats.h"
 
 #include <atomic>
@@ -39,6 +40,11 @@ struct PoolRuntime {
     // Session duration and queue wait per worker, carried like `stats` (null
     // without attach_operations()).
     std::shared_ptr<PoolHistograms> histograms;
+    // Clients waiting for a backend slot (queue_timeout). Null while the pool
+    // has never had a queue, so releasing a backend then costs one test;
+    // shared with the next generations of the pool once made, so clients
+    // queued before a reload are served by sessions started after it.
+    std::shared_ptr<PoolQueue> queue;
 
     // "pool/name" of a backend of this pool, for logs.
     std::string label(BackendId id) const;

@@ -47,6 +47,8 @@ enum class EndCause : std::uint8_t {
     AdminShutdown,   // the admin command shutdown sessions
     PrimaryUp,       // on a backup: a primary came back and the pool says on_up = "close_backup"
     ProxyRefused,    // accept_proxy: the PROXY header was missing, malformed, slow or from an untrusted peer
+    QueueTimeout,    // waited queue_timeout for a slot (every backend at max_connections)
+    QueueFull,       // every backend at max_connections and max_queue clients already waiting
 };
 std::string_view to_string(EndCause cause) noexcept;
 
@@ -129,6 +131,7 @@ public:
     // worker's, for durations and thread checks; `worker` its index, for the
     // pools' per-worker histograms.
     SessionRegistry(std::atomic<std::int64_t>& admitted, const EventLoop& loop, unsigned worker = 0);
+    unsigned worker() const noexcept { return worker_; }
     ~SessionRegistry();  // ends what is left (Shutdown)
     SessionRegistry(const SessionRegistry&) = delete;
     SessionRegistry& operator=(const SessionRegistry&) = delete;

@@ -71,11 +71,10 @@ struct alignas(64) PoolWorkerHistograms {
     // Every session of the pool, from accept to end (kSessionLadder), recorded
     // by SessionRegistry::finish.
     DurationHistogram session_duration;
-    // QUEUE WAIT HOOK (issue 10): the pool's queue records here, on the worker
+    // The pool's queue (TcpSession::record_queue_wait) records here, on the worker
     // that queued the client, how long the client waited for a backend
     // (kQueueLadder), once per queued client, when it got a backend or gave up
-    // (queue_timeout). Exported as sluice_pool_queue_wait_seconds; nothing
-    // records into it until the queue exists.
+    // (queue_timeout). Exported as sluice_pool_queue_wait_seconds.
     DurationHistogram queue_wait;
 };
 

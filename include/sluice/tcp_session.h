@@ -23,6 +23,7 @@
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/proxy_protocol.h"
+#include "sluice/pool_queue.h"
 #include "sluice/relay.h"
 #include "sluice/session.h"
 #include "sluice/stats.h"
@@ -36,10 +37,11 @@ class WorkerContext;
 struct WorkerRuntime;
 struct PoolPicker;
 
-class TcpSession final : public Session {
+class TcpSession final : public Session, private QueueClient {
 public:
     // ReadingProxyHeader: accept_proxy listeners only, before any backend is chosen.
-    enum class State : std::uint8_t { ReadingProxyHeader, Connecting, Established };
+    // Queued: every usable backend is at max_connections; waiting in the pool queue.
+    enum class State : std::uint8_t { ReadingProxyHeader, Queued, Connecting, Established };
 
     // Takes the accepted client socket; hand the session to the worker's
     // registry, then call start().
@@ -84,6 +86,13 @@ private:
     }
 
     void connect_next();
+    // Connects to `id`, acquired for this session.
+    void connect_to(BackendId id);
+    // Every usable backend is full: waits in the pool's queue, its bytes
+    // unread, until a slot is handed over or queue_timeout passes.
+    void wait_in_queue();
+    void record_queue_wait() noexcept;
+    void on_slot_granted(BackendId backend) override;
     void on_connect_event(int revents);
     void on_connect_failed(SysError error);
     void on_established();
@@ -118,7 +127,8 @@ private:
     UniqueFd backend_fd_;
     IoWatcher client_io_;
     IoWatcher backend_io_;
-    // One timer: connect timeout while connecting, then idle timeout.
+    // One timer: queue timeout while queued, connect timeout while
+    // connecting, then idle timeout.
     TimerWatcher timer_;
 
     // The client: the accepted peer, or the address its PROXY header announced.
@@ -131,6 +141,9 @@ private:
     RelayDirection upstream_;    // client -> backend
     RelayDirection downstream_;  // backend -> client
     State state_ = State::Connecting;
+    // While queued (and until a grant on its way is taken): this session's
+    // place in its pool's queue.
+    std::shared_ptr<QueueWaiter> waiter_;
     ev_tstamp last_activity_ = 0;
     ev_tstamp connect_started_ = 0;  // the current attempt's start (connect time)
 };

@@ -18,7 +18,14 @@
 // a client lands on the same backend whatever its source port. A retry (landed
 // backend in ctx.excluded), or a backend that went down since the last rebuild,
 // falls through to the next distinct eligible backend in table order from the
-// landing position: deterministic for a given client.
+// landing position: deterministic for a given client. A backend at its
+// max_connections is passed over the same way, without a rebuild: its clients
+// come back to it as soon as it has room.
+//
+// slow_start does not apply: the table is weighted by configured weight
+// only. Ramping a backend's share of a consistent hash means rebuilding the
+// table again and again as the share grows, and each rebuild moves clients
+// between backends, which is what ip_hash promises not to do.
 #include "algorithms.h"
 #include "maglev.h"
 
@@ -87,7 +94,7 @@ private:
     bool eligible(const PickContext& ctx, MaglevTable::MemberIndex index) const noexcept
     {
         BackendId id = members_[index];
-        return pickable_weight(table_, id, ctx.now_ms) != 0 && !is_excluded(ctx, id);
+        return pickable_weight(table_, id, ctx.now_ms) != 0 && table_.has_room(id) && !is_excluded(ctx, id);
     }
 
     // Walks the table from `position` until a member not yet rejected is

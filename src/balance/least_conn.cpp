@@ -6,7 +6,9 @@
 // start), so equally loaded backends fill evenly instead of the first in the
 // list taking every tie. The counts are read while other workers change them
 // (accepted race, see backend_table.cpp): two workers may pick the same
-// backend at once, which evens out.
+// backend at once, which evens out. Weights are slow start's ramped ones:
+// a backend that just came back, with no sessions, would otherwise take every
+// new session until it caught up.
 #include "algorithms.h"
 
 namespace sluice::balance {
@@ -25,13 +27,13 @@ public:
         const std::size_t n = members_.size();
         std::size_t best = kNone;
         std::uint32_t best_active = 0;
-        std::uint16_t best_weight = 0;
+        std::uint32_t best_weight = 0;
         for (std::size_t step = 0; step < n; ++step) {
             std::size_t i = start_ + step;
             if (i >= n)
                 i -= n;
             BackendId id = members_[i];
-            std::uint16_t weight = pickable_weight(table_, id, ctx.now_ms);
+            std::uint32_t weight = ramped_weight(table_, id, ctx.now_ms);
             if (weight == 0 || is_excluded(ctx, id))
                 continue;
             std::uint32_t active = table_.active(id);

@@ -66,8 +66,8 @@ public:
 
         BackendId a = members_[first];
         BackendId b = members_[second];
-        std::uint16_t weight_a = table_.weight(a);
-        std::uint16_t weight_b = table_.weight(b);
+        std::uint32_t weight_a = ramped_weight(table_, a, ctx.now_ms);
+        std::uint32_t weight_b = ramped_weight(table_, b, ctx.now_ms);
         std::uint32_t active_a = table_.active(a);
         std::uint32_t active_b = table_.active(b);
         if (less_loaded(active_b, weight_b, active_a, weight_a))
@@ -88,7 +88,7 @@ private:
     bool eligible(const PickContext& ctx, std::size_t i) const noexcept
     {
         BackendId id = members_[i];
-        return pickable_weight(table_, id, ctx.now_ms) != 0 && !is_excluded(ctx, id);
+        return ramped_weight(table_, id, ctx.now_ms) != 0 && !is_excluded(ctx, id);
     }
 
     // A random eligible member index other than `other`, or kNone.

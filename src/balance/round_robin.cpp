@@ -8,7 +8,8 @@
 // picks are spread out rather than bunched: 3:2:1 gives a, b, a, c, b, a.
 //
 // Weights are read from the table on every pick, so an admin's weight change
-// takes effect at once. State is per worker (one instance each): no lock.
+// and slow start's ramp take effect at once; a backend at max_connections
+// sits out like one with weight 0. State is per worker (one instance each): no lock.
 #include "algorithms.h"
 
 namespace sluice::balance {
@@ -28,7 +29,7 @@ public:
         std::size_t best = kNone;
         for (std::size_t i = 0; i < members_.size(); ++i) {
             BackendId id = members_[i];
-            std::uint16_t weight = pickable_weight(table_, id, ctx.now_ms);
+            std::uint32_t weight = ramped_weight(table_, id, ctx.now_ms);
             if (weight == 0) {
                 // Out of rotation: it rejoins from zero, not with credit (or
                 // debt) saved from before it went away.

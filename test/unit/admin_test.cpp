@@ -96,12 +96,12 @@ TEST_CASE("admin renders servers as an aligned table and as one line of JSON")
     b.check_seconds = 0.0123;
     snap.backends = {a, b};
     CHECK(render_servers(snap, false)
-          == "pool  backend  address        state  health  why                 active  total  failures  weight  check     "
-             "took  last_check\n"
-             "pg    pg-a     10.0.0.1:5432  ready  up      -                   2       10     0         3       -         "
-             "-     -\n"
-             "pg    pg-b     10.0.0.1:5432  maint  down    connection refused  2       10     0         3       postgres  "
-             "12ms  fail: replica (pg_is_in_recovery = true)");
+          == "pool  backend  address        state  health  why                 active  total  failures  weight  maxconn  "
+             "check     took  last_check\n"
+             "pg    pg-a     10.0.0.1:5432  ready  up      -                   2       10     0         3       -        "
+             "-         -     -\n"
+             "pg    pg-b     10.0.0.1:5432  maint  down    connection refused  2       10     0         3       -        "
+             "postgres  12ms  fail: replica (pg_is_in_recovery = true)");
     CHECK(render_servers(snap, true).find(R"("check":"postgres","check_passed":false,)"
                                           R"x("verdict":"replica (pg_is_in_recovery = true)","role":"replica",)x"
                                           R"("check_seconds":0.012300})")

@@ -353,3 +353,94 @@ TEST_CASE("every slot has a cache line to itself")
     STATIC_REQUIRE(alignof(BackendSlot) == 64);
     STATIC_REQUIRE(sizeof(BackendSlot) == 64);
 }
+
+TEST_CASE("try_acquire never lets more than max_connections sessions in, across threads")
+{
+    auto table = fresh_table();
+    BackendId id = *table->allocate(1);
+    table->set_limits(id, 5, 0);
+    std::atomic<int> granted{0};
+    std::atomic<std::uint32_t> highest{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 20000; ++i) {
+                if (!table->try_acquire(id))
+                    continue;
+                granted.fetch_add(1);
+                std::uint32_t now = table->active(id);
+                std::uint32_t seen = highest.load();
+                while (now > seen && !highest.compare_exchange_weak(seen, now)) {}
+                table->release(id);
+            }
+        });
+    for (auto& t : threads)
+        t.join();
+    CHECK(granted.load() > 0);
+    CHECK(highest.load() <= 5);
+    CHECK(table->active(id) == 0);
+}
+
+TEST_CASE("try_acquire fails exactly at the cap and succeeds again after a release")
+{
+    auto table = fresh_table();
+    BackendId id = *table->allocate(1);
+    table->set_limits(id, 2, 0);
+    CHECK(table->try_acquire(id));
+    CHECK(table->has_room(id));
+    CHECK(table->try_acquire(id));
+    CHECK_FALSE(table->has_room(id));
+    CHECK_FALSE(table->try_acquire(id));
+    CHECK(table->active(id) == 2);
+    table->release(id);
+    CHECK(table->try_acquire(id));
+    CHECK(table->active(id) == 2);
+}
+
+TEST_CASE("a backend without max_connections is never full")
+{
+    auto table = fresh_table();
+    BackendId id = *table->allocate(1);
+    for (int i = 0; i < 1000; ++i)
+        REQUIRE(table->try_acquire(id));
+    CHECK(table->has_room(id));
+    CHECK(table->max_connections(id) == 0);
+}
+
+TEST_CASE("slow start ramps the weight linearly from when the backend came up")
+{
+    auto table = fresh_table();
+    BackendId id = *table->allocate(4);
+    table->set_limits(id, 0, 1000);
+    constexpr auto full = 4 * BackendTable::kWeightScale;
+    // In service since start: full weight at once.
+    CHECK(table->ramped_weight(id, 4, kNow) == full);
+    table->mark_came_up(id, kNow);
+    CHECK(table->ramped_weight(id, 4, kNow) == 1);  // the smallest share, never 0
+    CHECK(table->ramped_weight(id, 4, kNow + 250) == full / 4);
+    CHECK(table->ramped_weight(id, 4, kNow + 500) == full / 2);
+    CHECK(table->ramped_weight(id, 4, kNow + 1000) == full);
+    CHECK(table->ramped_weight(id, 4, kNow + 5000) == full);
+}
+
+TEST_CASE("coming back from down or from maint starts the ramp; drain to ready does not")
+{
+    auto table = fresh_table();
+    BackendId id = *table->allocate(1);
+    table->set_limits(id, 0, 60'000);
+    const std::int64_t now = monotonic_ms();
+    constexpr auto full = BackendTable::kWeightScale;
+    table->set_admin(id, AdminState::Drain);
+    table->set_admin(id, AdminState::Ready);
+    CHECK(table->ramped_weight(id, 1, now) == full);
+    table->set_admin(id, AdminState::Maint);
+    table->set_admin(id, AdminState::Ready);
+    CHECK(table->ramped_weight(id, 1, monotonic_ms()) < full / 2);
+
+    BackendId other = *table->allocate(1);
+    table->set_limits(other, 0, 60'000);
+    table->set_health(other, Health::Down, HealthReason::Timeout);
+    CHECK(table->ramped_weight(other, 1, monotonic_ms()) == full);
+    table->set_health(other, Health::Up, HealthReason::None);
+    CHECK(table->ramped_weight(other, 1, monotonic_ms()) < full / 2);
+}

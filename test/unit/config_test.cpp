@@ -538,6 +538,31 @@ backends = [{ address = "127.0.0.1:9", weight = 256 }]
              CHECK(config.global.cpu_affinity == CpuAffinity{CpuAffinity::Mode::List, {3}});
          }},
 
+        {"max_connections, queue_timeout, max_queue and slow_start are read", with_listener(R"(
+[pools.p]
+queue_timeout = "5s"
+max_queue = 100
+slow_start = "30s"
+backends = [{ address = "127.0.0.1:9", max_connections = 20 }, { address = "127.0.0.1:10" }]
+)"),
+         [](const Config& config) {
+             const PoolConfig& pool = config.pools[0];
+             CHECK(pool.queue_timeout == Duration{5000});
+             CHECK(pool.max_queue == 100);
+             CHECK(pool.slow_start == Duration{30000});
+             CHECK(pool.backends[0].max_connections == 20);
+             CHECK(pool.backends[1].max_connections == 0);
+         }},
+
+        {"without the keys there is no cap, no queue and no slow start", with_listener_and_pool(""),
+         [](const Config& config) {
+             const PoolConfig& pool = config.pools[0];
+             CHECK(pool.queue_timeout == Duration{0});
+             CHECK(pool.max_queue == 0);
+             CHECK(pool.slow_start == Duration{0});
+             CHECK(pool.backends[0].max_connections == 0);
+         }},
+
         {"on_down and on_up take keep, close and close_backup", with_listener(R"(
 [pools.p]
 on_down = "close"
@@ -837,9 +862,9 @@ health = { interval = "1s", intervall = "2s" }
 backends = [{ address = "127.0.0.1:9", wieght = 2 }]
 )",
          {R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log, accept_proxy, accept_proxy_from, proxy_timeout, access_log_format)",
-          R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, backends, send_proxy)",
+          R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, queue_timeout, max_queue, slow_start, backends, send_proxy)",
           R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: protocol, interval, timeout, rise, fall, port, send, expect, path, expect_status, host, role, user, password_file, database, sslmode, max_lag)",
-          R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup, send_proxy)"}},
+          R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup, max_connections, send_proxy)"}},
 
         {"sections of the wrong shape are reported", R"(
 global = 1
@@ -899,6 +924,24 @@ pool = "q"
           "x.toml:6:11: workers -1 is out of range, expected an integer from 0 to 1024",
           R"(x.toml:9:10: listen "127.0.0.1" has no port, expected "ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432")",
           R"(x.toml:10:8: unknown pool "q", expected one of: p)"}},
+
+        {"max_connections, queue_timeout, max_queue and slow_start are checked", with_listener(R"(
+[pools.p]
+max_queue = 5
+slow_start = 30
+queue_timeout = "soon"
+backends = [{ address = "127.0.0.1:9", max_connections = -1 }]
+[pools.q]
+queue_timeout = "1s"
+max_queue = 0
+backends = [{ address = "127.0.0.1:9", max_connections = 1000001 }]
+)"),
+         {R"(x.toml:2:13: max_queue is set but the pool has no queue, expected queue_timeout too (e.g. "5s"))",
+          R"(x.toml:3:14: slow_start is an integer, expected a duration string such as "30s")",
+          R"(x.toml:4:17: queue_timeout "soon" is not a valid duration, expected a duration with a unit (ms, s, m, h) such as "250ms", "3s" or "1m30s")",
+          "x.toml:5:58: max_connections -1 is out of range, expected an integer from 0 to 1000000",
+          "x.toml:8:13: max_queue 0 is out of range, expected an integer from 1 to 1000000",
+          "x.toml:9:58: max_connections 1000001 is out of range, expected an integer from 0 to 1000000"}},
 
         {"a value error and a missing section are both reported", "[global]\nworkers = -1\n",
          {"x.toml:1:1: no listeners are defined, expected at least one [[listeners]] table",

@@ -77,8 +77,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     }
     for (at = 0; (at = text.find("# TYPE ", at)) != std::string::npos; ++at)
         ++types;
-    CHECK(helps == 30);
-    CHECK(types == 30);
+    CHECK(helps == 37);
+    CHECK(types == 37);
     CHECK(text.back() == '\n');
 }
 

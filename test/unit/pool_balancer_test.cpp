@@ -150,3 +150,53 @@ TEST_CASE("a pool with nothing usable, backups included, picks nothing")
         only_primaries.table->set_health(id, Health::Down, HealthReason::Timeout);
     CHECK_FALSE(no_backups.pick({}));
 }
+
+TEST_CASE("every algorithm passes over a backend at its max_connections")
+{
+    for (BalanceAlgorithm algorithm : {BalanceAlgorithm::RoundRobin, BalanceAlgorithm::LeastConn,
+                                       BalanceAlgorithm::Random, BalanceAlgorithm::IpHash}) {
+        sluice::test::Backends backends = sluice::test::Backends::equal(2);
+        backends.table->set_limits(backends.ids[0], 1, 0);
+        REQUIRE(backends.table->try_acquire(backends.ids[0]));
+        auto balancer = backends.balancer(algorithm);
+        SocketAddress client = sluice::test::client(7);
+        PickContext ctx;
+        ctx.client = &client;
+        auto counts = sluice::test::pick_counts(*balancer, backends, 50, false, ctx);
+        INFO("algorithm " << static_cast<int>(algorithm));
+        CHECK(counts[1] == 50);
+    }
+}
+
+TEST_CASE("slow start gives a backend that just came up a share growing with time")
+{
+    for (BalanceAlgorithm algorithm :
+         {BalanceAlgorithm::RoundRobin, BalanceAlgorithm::LeastConn, BalanceAlgorithm::Random}) {
+        INFO("algorithm " << static_cast<int>(algorithm));
+        sluice::test::Backends backends = sluice::test::Backends::equal(2);
+        constexpr std::int64_t t0 = 1'000'000;
+        for (BackendId id : backends.ids)
+            backends.table->set_limits(id, 0, 10'000);
+        backends.table->mark_came_up(backends.ids[1], t0);
+        auto balancer = backends.balancer(algorithm);
+        auto share_at = [&](std::int64_t now) {
+            PickContext ctx;
+            ctx.now_ms = now;
+            // Sessions held, so least_conn and random see the loads grow.
+            sluice::test::Backends& b = backends;
+            auto counts = sluice::test::pick_counts(*balancer, b, 400, true, ctx);
+            for (BackendId id : b.ids)
+                while (b.table->active(id) > 0)
+                    b.table->release(id);
+            return counts[1] / 400.0;
+        };
+        double early = share_at(t0 + 1000);   // 10% of the ramp: weight 0.1 against 1
+        double middle = share_at(t0 + 5000);  // half: 0.5 against 1
+        double done = share_at(t0 + 10'000);  // full
+        CHECK(early < 0.15);
+        CHECK(middle > 0.25);
+        CHECK(middle < 0.42);
+        CHECK(done > 0.45);
+        CHECK(done < 0.55);
+    }
+}
