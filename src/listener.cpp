@@ -27,4 +27,59 @@ bool Listener::admit_session(SharedState& shared) noexcept
     return false;
 }
 
+SourceAdmission Listener::admit_source(const SocketAddress& client) noexcept
+{
+    const ListenerConfig& config = *config_;
+    SourceAdmission admission;
+    if ((config.deny && config.deny->contains(client)) || (config.allow && !config.allow->contains(client)))
+        [[unlikely]] {
+        admission.refusal = SourceRefusal::Denied;
+    } else if (config.max_connections_per_source > 0) {
+        if (!counters_ && !own_counters_) {
+            try {
+                own_counters_ = std::make_shared<ListenerCounters>(1);
+            } catch (...) {
+                admission.refusal = SourceRefusal::PerSourceLimit;  // out of memory: counts must stay exact
+            }
+        }
+        // The lease keeps the table alive: it lives in the counters, which a
+        // session may outlive when a reload drops its listener.
+        const std::shared_ptr<ListenerCounters>& counters = counters_ ? counters_ : own_counters_;
+        if (counters
+            && counters->source_limits.try_acquire(client, static_cast<std::uint32_t>(config.max_connections_per_source)))
+            admission.lease = SourceLease(std::shared_ptr<SourceLimits>(counters, &counters->source_limits), client);
+        else
+            admission.refusal = SourceRefusal::PerSourceLimit;
+    }
+    if (admission.refusal != SourceRefusal::None) [[unlikely]]
+        note_source_refused(admission.refusal, client);
+    return admission;
+}
+
+void Listener::note_source_refused(SourceRefusal refusal, const SocketAddress& client) noexcept
+{
+    const bool denied = refusal == SourceRefusal::Denied;
+    (denied ? stats_.denied : stats_.source_limited).fetch_add(1, std::memory_order_relaxed);
+    ListenerCounters* counters = counters_ ? counters_.get() : own_counters_.get();
+    if (!counters)
+        return;
+    LogThrottle& throttle = denied ? counters->denied_log : counters->source_limited_log;
+    std::uint64_t count = throttle.note(monotonic_ms());
+    if (!count)
+        return;
+    const std::string_view what = config_->protocol == Protocol::Udp ? "flow" : "client";
+    try {
+        if (denied)
+            log::warning("listener {}: refused {} new {}{} by allow/deny in the last {}s (last from {})", config_->name,
+                         count, what, count == 1 ? "" : "s", throttle.interval_ms() / 1000, client.ip_string());
+        else
+            log::warning("listener {}: max_connections_per_source ({}) reached: turned away {} new {}{} in the last "
+                         "{}s (last from {})",
+                         config_->name, config_->max_connections_per_source, count, what, count == 1 ? "" : "s",
+                         throttle.interval_ms() / 1000, client.ip_string());
+    } catch (...) {
+        // Out of memory: no line this time; the counters have it.
+    }
+}
+
 } // namespace sluice

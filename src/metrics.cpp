@@ -166,7 +166,7 @@ std::string format_prometheus(const StatsSnapshot& s)
                "Log and access log lines dropped because the log sink was too slow (the queue was full).");
     out.sample("sluice_log_lines_dropped_total", "", s.log_lines_dropped);
 
-    constexpr std::array<CounterFamily<ListenerTotals>, 5> listener_metrics{{
+    constexpr std::array<CounterFamily<ListenerTotals>, 7> listener_metrics{{
         {"sluice_listener_accepted_total", "Client connections accepted.", &ListenerTotals::accepted},
         {"sluice_listener_rejected_total", "Client connections refused (max_connections, descriptor limit).",
          &ListenerTotals::rejected},
@@ -176,6 +176,10 @@ std::string format_prometheus(const StatsSnapshot& s)
          &ListenerTotals::bytes_out},
         {"sluice_listener_dropped_total", "UDP datagrams dropped (no usable backend, flow cap, full buffers, truncated).",
          &ListenerTotals::dropped},
+        {"sluice_listener_denied_total", "Clients (UDP: new flows) refused by the listener's allow/deny lists.",
+         &ListenerTotals::denied},
+        {"sluice_listener_source_limited_total",
+         "Clients (UDP: new flows) refused at max_connections_per_source.", &ListenerTotals::source_limited},
     }};
     write_counters(
         out, listener_metrics, s.listeners,

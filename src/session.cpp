@@ -23,6 +23,7 @@ std::string_view to_string(EndCause cause) noexcept
     case EndCause::BackendDown: return "backend-down";
     case EndCause::AdminShutdown: return "admin-shutdown";
     case EndCause::PrimaryUp: return "primary-up";
+    case EndCause::FinTimeout: return "fin-timeout";
     }
     return "done";
 }
@@ -94,6 +95,9 @@ void SessionRegistry::finish(Session& session, EndCause cause) noexcept
 {
     loop_.assert_loop_thread();
     admitted_.fetch_sub(1, std::memory_order_relaxed);
+    // Before the access line: a client that sees the end may reconnect at
+    // once, on any worker, and must find its place free.
+    session.source_lease_.release();
     write_access_log(session, cause);
     const bool had_backend = session.has_backend_;
     const BackendId backend = session.backend_;

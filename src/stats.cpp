@@ -18,6 +18,8 @@ ListenerTotals ListenerCounters::total() const noexcept
         sum.bytes_in += s.bytes_in.load(relaxed);
         sum.bytes_out += s.bytes_out.load(relaxed);
         sum.dropped += s.dropped.load(relaxed);
+        sum.denied += s.denied.load(relaxed);
+        sum.source_limited += s.source_limited.load(relaxed);
     }
     return sum;
 }

@@ -56,13 +56,17 @@ void TcpListener::on_readable(int)
                 return;
             }
         }
-        if (!admit_session(shared)) [[unlikely]]
+        SourceAdmission source = admit_source(peer);
+        if (!source) [[unlikely]]
             continue;  // closing the socket refuses the client
+        if (!admit_session(shared)) [[unlikely]]
+            continue;  // likewise (the source's count goes back with `source`)
         stats_.accepted.fetch_add(1, std::memory_order_relaxed);
 
         PoolPicker* pool = worker_.runtime()->find_pool(config_->pool);
         TcpSession& session = worker_.sessions().add(std::make_unique<TcpSession>(
             worker_, worker_.runtime(), *pool, *config_, stats_, std::move(accepted.value()), peer));
+        session.hold_source(std::move(source.lease));
         session.start();
     }
 }

@@ -5,9 +5,11 @@
 #pragma once
 
 #include "sluice/addr.h"
+#include "sluice/cidr.h"
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -74,6 +76,14 @@ struct BackendConfig {
     bool backup = false;      // used only while no primary backend is usable
 };
 
+// TCP keepalive probes on a socket (tcp_keepalive = { idle, interval, count }).
+// A zero field leaves the kernel's default for it (net.ipv4.tcp_keepalive_*).
+struct TcpKeepalive {
+    Duration idle{0};      // silence before the first probe (TCP_KEEPIDLE), whole seconds
+    Duration interval{0};  // between unanswered probes (TCP_KEEPINTVL), whole seconds
+    int count = 0;         // unanswered probes before the connection is dropped (TCP_KEEPCNT)
+};
+
 struct PoolConfig {
     std::string name;
     BalanceAlgorithm balance = BalanceAlgorithm::RoundRobin;
@@ -90,6 +100,12 @@ struct PoolConfig {
     // pool's backups so their clients reconnect to it.
     enum class OnUp : std::uint8_t { Keep, CloseBackup };
     OnUp on_up = OnUp::Keep;
+    std::optional<TcpKeepalive> tcp_keepalive;  // backend sockets; nullopt = off
+    // Once sluice has passed the client's FIN on to the backend, the session
+    // ends if the backend stays silent this long without finishing (HAProxy's
+    // timeout server-fin); 0 = off.
+    Duration server_fin_timeout{0};
+    std::optional<SocketAddress> source;  // local IP of backend sockets (port 0); nullopt = the kernel's choice
     std::vector<BackendConfig> backends;
 };
 
@@ -101,6 +117,17 @@ struct ListenerConfig {
     Duration idle_timeout{0}; // 0 = none; UDP default 30s
     int responses = 0;        // UDP: end a flow at this many replies per datagram; 0 = unlimited
     std::string access_log;   // "" = off; "-" = stderr; else a file path
+    // Who may connect: a client inside `deny` is refused; with `allow` set, so
+    // is one outside it. Null = no such list. Shared, not copied: a list can
+    // hold thousands of prefixes and a Config is copied whole.
+    std::shared_ptr<const CidrSet> allow;
+    std::shared_ptr<const CidrSet> deny;
+    int max_connections_per_source = 0;         // per client IP, all workers; 0 = off
+    std::optional<TcpKeepalive> tcp_keepalive;  // client sockets (TCP); nullopt = off
+    // Once sluice has passed the backend's FIN on to the client, the session
+    // ends if the client stays silent this long without finishing (HAProxy's
+    // timeout client-fin); 0 = off. TCP only.
+    Duration client_fin_timeout{0};
 };
 
 // Which CPU each worker thread is bound to ([global] cpu_affinity).

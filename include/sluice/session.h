@@ -9,13 +9,15 @@
 // of backend X" costs O(its sessions) and needs no allocation.
 //
 // A session ends exactly once, through SessionRegistry::finish(): that one
-// path gives back its place under max_connections, writes its access-log
+// path gives back its place under max_connections (and under
+// max_connections_per_source), writes its access-log
 // line and destroys it. Loop thread only, except session_count().
 #pragma once
 
 #include "sluice/addr.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/source_limits.h"
 
 #include <atomic>
 #include <cstddef>
@@ -45,6 +47,7 @@ enum class EndCause : std::uint8_t {
     BackendDown,     // its backend left service and the pool says on_down = "close"
     AdminShutdown,   // the admin command shutdown sessions
     PrimaryUp,       // on a backup: a primary came back and the pool says on_up = "close_backup"
+    FinTimeout,      // TCP: one side finished and the other did not within client/server_fin_timeout
 };
 std::string_view to_string(EndCause cause) noexcept;
 
@@ -85,6 +88,11 @@ public:
     }
     double started_at() const noexcept { return started_at_; }
 
+    // The session's count under max_connections_per_source (from
+    // Listener::admit_source), given back by SessionRegistry::finish, for the
+    // address it was taken for.
+    void hold_source(SourceLease lease) noexcept { source_lease_ = std::move(lease); }
+
 private:
     friend class SessionRegistry;
 
@@ -95,6 +103,7 @@ private:
     double started_at_;
     BackendId backend_ = 0;
     bool has_backend_ = false;
+    SourceLease source_lease_;
     // Intrusive links, maintained by the registry.
     Session* prev_ = nullptr;
     Session* next_ = nullptr;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "sluice/log_throttle.h"
+#include "sluice/source_limits.h"
 
 #include <atomic>
 #include <cstdint>
@@ -24,6 +25,8 @@ struct alignas(64) ListenerStats {
     std::atomic<std::uint64_t> bytes_in{0};   // client -> backend, added at session close
     std::atomic<std::uint64_t> bytes_out{0};  // backend -> client, added at session close
     std::atomic<std::uint64_t> dropped{0};    // UDP: datagrams lost (no backend, full buffer, truncated)
+    std::atomic<std::uint64_t> denied{0};     // clients (UDP: new flows) refused by allow/deny
+    std::atomic<std::uint64_t> source_limited{0};  // refused at max_connections_per_source
 };
 
 struct ListenerTotals {
@@ -32,6 +35,8 @@ struct ListenerTotals {
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::uint64_t dropped = 0;
+    std::uint64_t denied = 0;
+    std::uint64_t source_limited = 0;
 };
 
 // One listener across all workers: a ListenerStats per worker.
@@ -47,6 +52,13 @@ public:
     // One warning per interval for clients turned away at max_connections,
     // shared by the listener's workers and kept across reloads.
     LogThrottle turned_away_log;
+    // Likewise for clients refused by allow/deny and by max_connections_per_source.
+    LogThrottle denied_log;
+    LogThrottle source_limited_log;
+    // Sessions per client IP, for max_connections_per_source: shared by the
+    // listener's workers and kept across reloads, so sessions that started
+    // before a reload still count.
+    SourceLimits source_limits;
 
 private:
     unsigned workers_;

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace sluice {
 
@@ -67,6 +68,13 @@ private:
     void on_client_event(int revents);
     void on_backend_event(int revents);
     void on_timer();
+    // The half-close timeout that applies now (0 = none), and when it ends
+    // the session; on_half_closed() starts it as a FIN is passed on.
+    Duration fin_timeout() const noexcept;
+    std::optional<ev_tstamp> fin_deadline() const noexcept;
+    void on_half_closed();
+    // (Re)starts the timer for the nearest of the idle and half-close deadlines.
+    void arm_timeouts();
 
     // Moves bytes along `dir` (relay.h) and accounts for them.
     PumpResult pump(RelayDirection& dir, int source_fd, int sink_fd);
@@ -93,7 +101,8 @@ private:
     UniqueFd backend_fd_;
     IoWatcher client_io_;
     IoWatcher backend_io_;
-    // One timer: connect timeout while connecting, then idle timeout.
+    // One timer: connect timeout while connecting, then the idle and
+    // half-close timeouts.
     TimerWatcher timer_;
 
     SocketAddress client_address_;
@@ -102,6 +111,7 @@ private:
     RelayDirection downstream_;  // backend -> client
     State state_ = State::Connecting;
     ev_tstamp last_activity_ = 0;
+    ev_tstamp half_closed_at_ = 0;  // when the first FIN was passed on
 };
 
 } // namespace sluice
