@@ -114,9 +114,10 @@ std::string render_stat(const StatsSnapshot& s, bool json)
         for (std::size_t i = 0; i < s.listeners.size(); ++i) {
             const ListenerSnapshot& l = s.listeners[i];
             out += fmt::format("{}{{\"name\":{},\"protocol\":\"{}\",\"address\":{},\"accepted\":{},\"rejected\":{},"
-                               "\"bytes_in\":{},\"bytes_out\":{},\"proxy_refused\":{}}}",
+                               "\"bytes_in\":{},\"bytes_out\":{},\"proxy_refused\":{},\"denied\":{},\"source_limited\":{}}}",
                                i ? "," : "", json_quote(l.name), l.protocol, json_quote(l.address), l.totals.accepted,
-                               l.totals.rejected, l.totals.bytes_in, l.totals.bytes_out, l.totals.proxy_refused);
+                               l.totals.rejected, l.totals.bytes_in, l.totals.bytes_out, l.totals.proxy_refused,
+                               l.totals.denied, l.totals.source_limited);
         }
         out += "],\"pools\":[";
         for (std::size_t i = 0; i < s.pools.size(); ++i) {
@@ -137,11 +138,13 @@ std::string render_stat(const StatsSnapshot& s, bool json)
     std::string out = fmt::format("uptime {:.0f}s, generation {}, reloads ok {}, reloads failed {}\n", s.uptime_seconds,
                                   s.generation, s.reloads_ok, s.reloads_failed);
     std::vector<std::vector<std::string>> listeners{
-        {"listener", "protocol", "address", "sessions", "bytes_in", "bytes_out", "rejected", "proxy_refused"}};
+        {"listener", "protocol", "address", "sessions", "bytes_in", "bytes_out", "rejected", "proxy_refused",
+         "denied", "source_limited"}};
     for (const ListenerSnapshot& l : s.listeners)
         listeners.push_back({l.name, std::string(l.protocol), l.address, std::to_string(l.totals.accepted),
                              std::to_string(l.totals.bytes_in), std::to_string(l.totals.bytes_out),
-                             std::to_string(l.totals.rejected), std::to_string(l.totals.proxy_refused)});
+                             std::to_string(l.totals.rejected), std::to_string(l.totals.proxy_refused),
+                             std::to_string(l.totals.denied), std::to_string(l.totals.source_limited)});
     std::vector<std::vector<std::string>> pools{
         {"pool", "sessions", "active", "bytes_in", "bytes_out", "failed_connects", "retries", "rejected", "queue_now",
          "queued", "queue_timeouts", "queue_refused", "queue_wait_ms"}};

@@ -55,13 +55,15 @@ constexpr std::array<std::string_view, 9> kGlobalKeys{"workers", "max_connection
                                                       "pipe_size", "backlog", "splice",
                                                       "cpu_affinity", "log_level", "log_format"};
 constexpr std::array<std::string_view, 3> kAdminKeys{"socket", "metrics", "token_file"};
-constexpr std::array<std::string_view, 11> kListenerKeys{
+constexpr std::array<std::string_view, 16> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log",
-    "accept_proxy", "accept_proxy_from", "proxy_timeout", "access_log_format"};
-constexpr std::array<std::string_view, 13> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
+    "accept_proxy", "accept_proxy_from", "proxy_timeout", "access_log_format",
+    "allow", "deny", "max_connections_per_source", "tcp_keepalive", "client_fin_timeout"};
+constexpr std::array<std::string_view, 16> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
                                                      "fail_timeout", "health", "on_down", "on_up",
                                                      "queue_timeout", "max_queue", "slow_start", "backends",
-                                                     "send_proxy"};
+                                                     "send_proxy", "tcp_keepalive", "server_fin_timeout", "source"};
+constexpr std::array<std::string_view, 3> kKeepaliveKeys{"idle", "interval", "count"};
 constexpr std::array<std::string_view, 17> kHealthKeys{
     "protocol", "interval", "timeout", "rise", "fall", "port", "send", "expect", "path", "expect_status", "host",
     "role", "user", "password_file", "database", "sslmode", "max_lag"};
@@ -265,6 +267,8 @@ constexpr std::string_view kDurationExpected =
     R"(a duration with a unit (ms, s, m, h) such as "250ms", "3s" or "1m30s")";
 constexpr std::string_view kHealthExpected = R"(a table such as health = { interval = "2s", timeout = "1s" })";
 constexpr std::string_view kBackendExpected = R"(a table such as { address = "10.0.0.1:5432" })";
+constexpr std::string_view kKeepaliveExpected =
+    R"(a table such as tcp_keepalive = { idle = "60s", interval = "10s", count = 5 })";
 constexpr std::string_view kAddressExpected =
     R"("ip:port" such as "127.0.0.1:5432", "[::1]:5432", "*:5432" or "localhost:5432")";
 
@@ -356,6 +360,7 @@ public:
     }
 
     bool has(std::string_view key) const { return table_.contains(key); }
+    const toml::table& table() const noexcept { return table_; }
     const toml::node* node(std::string_view key) const { return table_.get(key); }
 
     void reject_unknown_keys(KeyList valid) const
@@ -767,9 +772,131 @@ private:
             diag_.report(in.node("max_queue")->source().begin,
                          R"(max_queue is set but the pool has no queue, expected queue_timeout too (e.g. "5s"))");
         in.duration("slow_start", DurationRule::AllowZero, pool.slow_start);
+        pool.tcp_keepalive = read_keepalive(table, fmt::format("[pools.{}.tcp_keepalive]", name));
+        in.duration("server_fin_timeout", DurationRule::AllowZero, pool.server_fin_timeout);
+        pool.source = read_source(in);
         if (in.require("backends", R"(backends = [{ address = "10.0.0.1:5432" }])"))
             pool.backends = read_backends(name, *in.node("backends"), pool.send_proxy);
+        check_source_family(in, pool);
         return pool;
+    }
+
+    // --- client addresses and connection hygiene (listener and pool keys) ---
+
+    // tcp_keepalive = { idle, interval, count }; each key optional (the
+    // kernel's default stands for one left out). The socket options take
+    // whole seconds, so a duration with a fraction would be silently cut.
+    std::optional<TcpKeepalive> read_keepalive(const toml::table& parent, std::string where) const
+    {
+        const toml::table* table = table_at(parent, "tcp_keepalive", kKeepaliveExpected);
+        if (!table)
+            return std::nullopt;
+        TcpKeepalive keepalive;
+        TableReader in(diag_, *table, std::move(where));
+        in.reject_unknown_keys(kKeepaliveKeys);
+        for (auto [key, out] : {std::pair{"idle", &keepalive.idle}, std::pair{"interval", &keepalive.interval}}) {
+            if (!in.duration(key, DurationRule::Positive, *out))
+                continue;
+            // TCP_KEEPIDLE / TCP_KEEPINTVL: whole seconds, at most MAX_TCP_KEEPIDLE.
+            if (out->count() % 1000 != 0 || out->count() > 32767 * 1000) {
+                diag_.report(in.node(key)->source().begin,
+                             fmt::format(R"({} "{}" is not a whole number of seconds from 1s to 32767s, expected )"
+                                         R"(e.g. "60s" (the kernel counts keepalive times in seconds))",
+                                         key, in.node(key)->as_string()->get()));
+                *out = Duration{0};
+            }
+        }
+        in.integer("count", IntRange{1, 127}, keepalive.count);  // TCP_KEEPCNT's range
+        return keepalive;
+    }
+
+    // source = "IP": an address literal without a port (the kernel picks the
+    // port at connect, IP_BIND_ADDRESS_NO_PORT).
+    std::optional<SocketAddress> read_source(const TableReader& in) const
+    {
+        const auto* value = in.string_node("source", R"(an IP address string such as "10.0.0.5")");
+        if (!value)
+            return std::nullopt;
+        auto parsed = SocketAddress::from_ip(value->get(), 0);
+        if (!parsed) {
+            diag_.report(value->source().begin,
+                         fmt::format(R"(source "{}" is not an IP address, expected an IPv4 or IPv6 literal without )"
+                                     R"(a port such as "10.0.0.5" or "2001:db8::5")",
+                                     value->get()));
+            return std::nullopt;
+        }
+        return parsed;
+    }
+
+    // A socket of one family cannot bind an address of the other: every
+    // connect to that backend would fail.
+    void check_source_family(const TableReader& in, const PoolConfig& pool) const
+    {
+        if (!pool.source)
+            return;
+        for (const BackendConfig& backend : pool.backends) {
+            if (backend.address.family() == pool.source->family())
+                continue;
+            diag_.report(in.node("source")->source().begin,
+                         fmt::format(R"(source "{}" is {} but backend {} is {}, expected a source address of the )"
+                                     "backends' family",
+                                     pool.source->ip_string(), pool.source->is_ipv6() ? "IPv6" : "IPv4",
+                                     backend.address.to_string(), backend.address.is_ipv6() ? "IPv6" : "IPv4"));
+            return;
+        }
+    }
+
+    // allow / deny = ["CIDR", ...]. Each bad entry is named where it stands.
+    std::shared_ptr<const CidrSet> read_cidr_list(const TableReader& in, std::string_view key) const
+    {
+        const toml::node* node = in.node(key);
+        if (!node)
+            return nullptr;
+        const toml::array* array = node->as_array();
+        if (!array) {
+            diag_.report_type(*node, key, R"(an array of addresses or prefixes such as ["10.0.0.0/8", "::1"])");
+            return nullptr;
+        }
+        if (array->empty() && key == "allow") {
+            diag_.report(node->source().begin,
+                         "allow is empty, which would refuse every client, expected at least one address or prefix "
+                         "(or no allow key to admit everyone)");
+            return nullptr;
+        }
+        auto set = std::make_shared<CidrSet>();
+        bool ok = true;
+        for (const toml::node& element : *array) {
+            const auto* text = element.as_string();
+            if (!text) {
+                diag_.report_type(element, fmt::format("an {} entry", key), R"(a string such as "10.0.0.0/8")");
+                ok = false;
+                continue;
+            }
+            if (auto problem = set->add(text->get())) {
+                diag_.report(element.source().begin, fmt::format("{} entry {}", key, *problem));
+                ok = false;
+            }
+        }
+        return ok ? std::shared_ptr<const CidrSet>(std::move(set)) : nullptr;
+    }
+
+    void read_client_admission(const TableReader& in, const toml::table& table, ListenerConfig& listener,
+                               bool protocol_valid) const
+    {
+        listener.allow = read_cidr_list(in, "allow");
+        listener.deny = read_cidr_list(in, "deny");
+        in.integer("max_connections_per_source", IntRange{0, 1'000'000}, listener.max_connections_per_source);
+        // Keepalive and half-close concern TCP connections only.
+        const bool udp = protocol_valid && listener.protocol == Protocol::Udp;
+        for (std::string_view key : {"tcp_keepalive", "client_fin_timeout"}) {
+            if (udp && in.has(key))
+                diag_.report(in.node(key)->source().begin,
+                             fmt::format(R"({} is set on a udp listener, expected it only with protocol = "tcp")", key));
+        }
+        if (udp)
+            return;
+        listener.tcp_keepalive = read_keepalive(table, "[[listeners]] tcp_keepalive");
+        in.duration("client_fin_timeout", DurationRule::AllowZero, listener.client_fin_timeout);
     }
 
     HealthCheckConfig read_health(const std::string& pool, const toml::table& table) const
@@ -1107,6 +1234,7 @@ private:
         if (protocol_valid)
             read_accept_proxy(in, listener);
         in.choice("access_log_format", kAccessLogFormats, listener.access_log_format);
+        read_client_admission(in, in.table(), listener, protocol_valid);
         origin.named = in.name("name", listener.name);
         origin.valid = origin.valid && protocol_valid;
         if (origin.valid)

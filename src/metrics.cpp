@@ -196,7 +196,7 @@ std::string format_prometheus(const StatsSnapshot& s)
                "Log and access log lines dropped because the log sink was too slow (the queue was full).");
     out.sample("sluice_log_lines_dropped_total", "", s.log_lines_dropped);
 
-    constexpr std::array<CounterFamily<ListenerTotals>, 6> listener_metrics{{
+    constexpr std::array<CounterFamily<ListenerTotals>, 8> listener_metrics{{
         {"sluice_listener_accepted_total", "Client connections accepted.", &ListenerTotals::accepted},
         {"sluice_listener_rejected_total", "Client connections refused (max_connections, descriptor limit).",
          &ListenerTotals::rejected},
@@ -209,6 +209,10 @@ std::string format_prometheus(const StatsSnapshot& s)
         {"sluice_listener_proxy_refused_total",
          "Clients closed for a missing, malformed, slow or untrusted PROXY protocol header (accept_proxy).",
          &ListenerTotals::proxy_refused},
+        {"sluice_listener_denied_total", "Clients (UDP: new flows) refused by the listener's allow/deny lists.",
+         &ListenerTotals::denied},
+        {"sluice_listener_source_limited_total",
+         "Clients (UDP: new flows) refused at max_connections_per_source.", &ListenerTotals::source_limited},
     }};
     write_counters(
         out, listener_metrics, s.listeners,

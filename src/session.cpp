@@ -26,6 +26,8 @@ std::string_view to_string(EndCause cause) noexcept
     case EndCause::ProxyRefused: return "proxy-refused";
     case EndCause::QueueTimeout: return "queue-timeout";
     case EndCause::QueueFull: return "queue-full";
+    case EndCause::FinTimeout: return "fin-timeout";
+    case EndCause::SourceRefused: return "source-refused";
     }
     return "done";
 }
@@ -97,6 +99,9 @@ void SessionRegistry::finish(Session& session, EndCause cause) noexcept
 {
     loop_.assert_loop_thread();
     admitted_.fetch_sub(1, std::memory_order_relaxed);
+    // Before the access line: a client that sees the end may reconnect at
+    // once, on any worker, and must find its place free.
+    session.source_lease_.release();
     record_end(session, cause);
     const bool had_backend = session.has_backend_;
     const BackendId backend = session.backend_;

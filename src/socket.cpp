@@ -1,5 +1,7 @@
 #include "sluice/socket.h"
 
+#include "sluice/config.h"
+
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -121,11 +123,13 @@ Result<UniqueFd> open_udp_socket(const SocketAddress& address, bool reuse_port)
     return sock;
 }
 
-Result<UniqueFd> open_connected_udp(const SocketAddress& peer)
+Result<UniqueFd> open_connected_udp(const SocketAddress& peer, const SocketAddress* source)
 {
     auto sock = new_socket(peer.family(), SOCK_DGRAM);
     if (!sock)
         return sock;
+    if (source && ::bind(sock.value().get(), source->sockaddr_ptr(), source->length()) != 0)
+        return errno_result<UniqueFd>();
     if (::connect(sock.value().get(), peer.sockaddr_ptr(), peer.length()) != 0)
         return errno_result<UniqueFd>();
     return sock;
@@ -170,6 +174,17 @@ SysError connect_result(int fd) noexcept
 }
 
 void set_nodelay(int fd) noexcept { set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1); }
+
+void set_keepalive(int fd, const TcpKeepalive& keepalive) noexcept
+{
+    set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    if (keepalive.idle.count() > 0)
+        set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, static_cast<int>(keepalive.idle.count() / 1000));
+    if (keepalive.interval.count() > 0)
+        set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, static_cast<int>(keepalive.interval.count() / 1000));
+    if (keepalive.count > 0)
+        set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, keepalive.count);
+}
 
 void set_buffer_sizes(int fd, int receive_bytes, int send_bytes) noexcept
 {

@@ -19,6 +19,8 @@ ListenerTotals ListenerCounters::total() const noexcept
         sum.bytes_out += s.bytes_out.load(relaxed);
         sum.dropped += s.dropped.load(relaxed);
         sum.proxy_refused += s.proxy_refused.load(relaxed);
+        sum.denied += s.denied.load(relaxed);
+        sum.source_limited += s.source_limited.load(relaxed);
     }
     return sum;
 }

@@ -56,13 +56,19 @@ void TcpListener::on_readable(int)
                 return;
             }
         }
-        if (!admit_session(shared)) [[unlikely]]
+        // accept_proxy: the peer is the proxy; the client's address (and so
+        // the source checks) comes with its header (TcpSession).
+        SourceAdmission source = config_->accept_proxy ? SourceAdmission{} : admit_source(peer);
+        if (!source) [[unlikely]]
             continue;  // closing the socket refuses the client
+        if (!admit_session(shared)) [[unlikely]]
+            continue;  // likewise (the source's count goes back with `source`)
         stats_.accepted.fetch_add(1, std::memory_order_relaxed);
 
         PoolPicker* pool = worker_.runtime()->find_pool(config_->pool);
         TcpSession& session = worker_.sessions().add(std::make_unique<TcpSession>(
             worker_, worker_.runtime(), *pool, *config_, stats_, std::move(accepted.value()), peer));
+        session.hold_source(std::move(source.lease));
         session.start();
     }
 }

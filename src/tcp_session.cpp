@@ -2,11 +2,14 @@
 
 #include "sluice/config.h"
 #include "sluice/duration_histogram.h"
+#include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/runtime.h"
 #include "sluice/worker_runtime.h"
 #include "sluice/socket.h"
 #include "sluice/worker_context.h"
+
+#include <algorithm>
 
 #include <sys/socket.h>
 
@@ -67,6 +70,8 @@ void TcpSession::start()
 {
     worker_.loop().assert_loop_thread();
     // The client socket has TCP_NODELAY from its listener (open_listener_socket).
+    if (const std::optional<TcpKeepalive>& keepalive = listener().tcp_keepalive) [[unlikely]]
+        set_keepalive(client_.get(), *keepalive);
     if (listener().accept_proxy) {
         start_reading_proxy_header();
         return;
@@ -139,9 +144,11 @@ void TcpSession::on_proxy_header_readable()
     dir.pending_in_pipe = false;
     return_transit(dir, transit());  // nothing after the header: no buffer held while connecting
     if (!header.local) {
-        adopt_announced_client(header.source);
+        client_address_ = header.source;  // ip_hash, the access log, show sessions and send_proxy see it
         announced_destination_ = header.destination;
     }
+    if (!admit_announced_client())
+        return;
     timer_.stop();
     client_io_.set_events(0);  // read again once a backend is connected
     state_ = State::Connecting;
@@ -151,13 +158,23 @@ void TcpSession::on_proxy_header_readable()
 // The one point where the address a PROXY header announced becomes the
 // session's client, before any backend is picked: from here on ip_hash, the
 // access log, show sessions and send_proxy all see it.
-// MERGE NOTE (branch `admission`): on an accept_proxy listener the listener's
-// source checks (allow/deny and max_connections_per_source) must run HERE,
-// against the announced address, not at accept (where the peer is the proxy);
-// a refusal then closes the client as those checks do at accept.
-void TcpSession::adopt_announced_client(const SocketAddress& announced) noexcept
+// The client's address is final once the header is read: the one it
+// announced, or the real peer for LOCAL/UNKNOWN. The listener's source checks
+// (allow/deny, max_connections_per_source) run here for accept_proxy
+// listeners, not at accept, where the peer is the proxy. Returns false when
+// the client was refused (and closed, no backend touched).
+bool TcpSession::admit_announced_client() noexcept
 {
-    client_address_ = announced;
+    const ListenerRuntime* runtime = this->runtime().runtime->find_listener(listener());
+    static const std::shared_ptr<ListenerCounters> kNoCounters;
+    SourceAdmission admission =
+        admit_source(listener(), listener_stats_, runtime ? runtime->counters : kNoCounters, client_address_);
+    if (!admission) [[unlikely]] {
+        close(EndCause::SourceRefused);
+        return false;
+    }
+    hold_source(std::move(admission.lease));
+    return true;
 }
 
 void TcpSession::refuse_proxy_header(std::string_view reason)
@@ -252,7 +269,8 @@ void TcpSession::connect_to(BackendId id)
     set_retries(connector_.attempts_failed());  // each failure so far led to this pick
     connect_started_ = worker_.loop().now();
     const BackendConfig* backend = pool_.runtime->backend(id);
-    Result<UniqueFd> sock = start_connect(backend->address);
+    const std::optional<SocketAddress>& source = pool_.runtime->config->source;
+    Result<UniqueFd> sock = start_connect(backend->address, source ? &*source : nullptr);
     if (!sock) [[unlikely]] {
         // Refused or unreachable at once: same as a failed connect, so it is
         // retried elsewhere (out of descriptors: see on_connect_failed).
@@ -260,6 +278,8 @@ void TcpSession::connect_to(BackendId id)
         return;
     }
     backend_fd_ = std::move(sock.value());
+    if (const std::optional<TcpKeepalive>& keepalive = pool_.runtime->config->tcp_keepalive) [[unlikely]]
+        set_keepalive(backend_fd_.get(), *keepalive);
     backend_io_.bind<TcpSession, &TcpSession::on_connect_event>(worker_.loop(), this, backend_fd_.get());
     // EV_READ too, although nothing is read yet: a failed connect raises
     // EPOLLERR|EPOLLHUP, which libev reports only as events the watcher asked
@@ -427,6 +447,7 @@ PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd, int
     // settle() calls right after (the sink has read its EOF, so the close
     // cannot turn into a reset): one syscall fewer per connection.
     const FinAction on_fin = other.shut ? FinAction::LeaveToClose : FinAction::Shutdown;
+    const bool was_shut = dir.shut;
     const std::uint64_t before = dir.bytes;
     PumpResult result = sluice::pump(dir, source_fd, sink_fd, transit(), on_fin, max_reads);
     const std::uint64_t written = upstream ? client_bytes_in(dir.bytes) - client_bytes_in(before) : dir.bytes - before;
@@ -443,6 +464,8 @@ PumpResult TcpSession::pump(RelayDirection& dir, int source_fd, int sink_fd, int
     }
     if (dir.shut && other.shut)
         release_backend();
+    else if (dir.shut && !was_shut) [[unlikely]]
+        on_half_closed();
     return result;
 }
 
@@ -491,17 +514,64 @@ void TcpSession::on_timer()
         on_connect_failed(SysError::TimedOut);
         return;
     }
-    // Idle timeout, checked lazily: activity only stamps last_activity_, and
-    // the timer re-arms for the remainder (libev's ev.pod, "be smart about
-    // timeouts"), so the per-byte path never touches the timer heap.
-    ev_tstamp idle = seconds(listener().idle_timeout);
-    ev_tstamp deadline = last_activity_ + idle;
+    // Idle and half-close timeouts, checked lazily: activity only stamps
+    // last_activity_, and the timer re-arms for the remainder (libev's ev.pod,
+    // "be smart about timeouts"), so the per-byte path never touches the
+    // timer heap.
     ev_tstamp now = worker_.loop().now();
-    if (deadline <= now) {
+    if (std::optional<ev_tstamp> fin = fin_deadline(); fin && *fin <= now) {
+        close(EndCause::FinTimeout);
+        return;
+    }
+    if (listener().idle_timeout.count() > 0 && last_activity_ + seconds(listener().idle_timeout) <= now) {
         close(EndCause::IdleTimeout);
         return;
     }
-    timer_.start(deadline - now);
+    arm_timeouts();
+}
+
+// ---- half-close timeouts (client_fin_timeout, server_fin_timeout) -----------
+
+Duration TcpSession::fin_timeout() const noexcept
+{
+    // Our FIN went to the backend and its own has not come: the backend is
+    // the side expected to finish (HAProxy's timeout server-fin), and the
+    // reverse for the client (timeout client-fin).
+    if (upstream_.shut && !downstream_.eof)
+        return pool_.runtime->config->server_fin_timeout;
+    if (downstream_.shut && !upstream_.eof)
+        return listener().client_fin_timeout;
+    return Duration{0};
+}
+
+std::optional<ev_tstamp> TcpSession::fin_deadline() const noexcept
+{
+    const Duration timeout = fin_timeout();
+    if (timeout.count() == 0)
+        return std::nullopt;
+    // Like HAProxy's, an inactivity timeout: bytes still arriving from the
+    // side that has not finished (the only direction left) put it off.
+    return std::max(half_closed_at_, last_activity_) + seconds(timeout);
+}
+
+void TcpSession::on_half_closed()
+{
+    half_closed_at_ = worker_.loop().now();
+    if (fin_timeout().count() > 0)
+        arm_timeouts();
+}
+
+void TcpSession::arm_timeouts()
+{
+    std::optional<ev_tstamp> deadline = fin_deadline();
+    if (listener().idle_timeout.count() > 0) {
+        const ev_tstamp idle = last_activity_ + seconds(listener().idle_timeout);
+        deadline = deadline ? std::min(*deadline, idle) : idle;
+    }
+    if (deadline)
+        timer_.start(std::max(*deadline - worker_.loop().now(), 0.0));
+    else
+        timer_.stop();
 }
 
 void TcpSession::release_backend() noexcept

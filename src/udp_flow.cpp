@@ -287,6 +287,9 @@ void UdpListener::forward(const SocketAddress& client, const ReplySource& source
 UdpFlow* UdpListener::open_flow(const SocketAddress& client)
 {
     SharedState& shared = worker_.shared();
+    SourceAdmission source = admit_source(client);
+    if (!source) [[unlikely]]
+        return nullptr;
     if (!admit_session(shared)) [[unlikely]]
         return nullptr;
     const std::shared_ptr<WorkerRuntime>& generation = worker_.runtime();
@@ -295,13 +298,15 @@ UdpFlow* UdpListener::open_flow(const SocketAddress& client)
         ConnectAttempts connector(*pool->runtime, pool->balancer, worker_.table(), worker_.backend_counters());
         std::int64_t now_ms = monotonic_ms();
         while (std::optional<BackendId> id = connector.next(client, now_ms)) {
-            Result<UniqueFd> sock = open_connected_udp(pool->runtime->backend(*id)->address);
+            const std::optional<SocketAddress>& local = pool->runtime->config->source;
+            Result<UniqueFd> sock = open_connected_udp(pool->runtime->backend(*id)->address, local ? &*local : nullptr);
             if (sock) [[likely]] {
                 UdpFlow& added = worker_.sessions().add(
                     std::make_unique<UdpFlow>(*this, generation, *pool->runtime, *id, std::move(sock.value())));
                 worker_.sessions().set_backend(added, *id);
                 added.set_connect_seconds(0);  // a UDP connect(2) has no handshake
                 added.set_retries(connector.attempts_failed());
+                added.hold_source(std::move(source.lease));
                 flows_.insert(client, &added, worker_.loop().now());
                 stats_.accepted.fetch_add(1, std::memory_order_relaxed);
                 arm_idle_timer();

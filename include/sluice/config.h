@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -83,6 +84,14 @@ struct BackendConfig {
     int max_connections = 0;  // sessions at once across all workers; 0 = no cap
 };
 
+// TCP keepalive probes on a socket (tcp_keepalive = { idle, interval, count }).
+// A zero field leaves the kernel's default for it (net.ipv4.tcp_keepalive_*).
+struct TcpKeepalive {
+    Duration idle{0};      // silence before the first probe (TCP_KEEPIDLE), whole seconds
+    Duration interval{0};  // between unanswered probes (TCP_KEEPINTVL), whole seconds
+    int count = 0;         // unanswered probes before the connection is dropped (TCP_KEEPCNT)
+};
+
 struct PoolConfig {
     std::string name;
     BalanceAlgorithm balance = BalanceAlgorithm::RoundRobin;
@@ -109,6 +118,12 @@ struct PoolConfig {
     // A backend coming back into service ramps up to its weight over this
     // long (round_robin, least_conn, random); 0 = off.
     Duration slow_start{0};
+    std::optional<TcpKeepalive> tcp_keepalive;  // backend sockets; nullopt = off
+    // Once sluice has passed the client's FIN on to the backend, the session
+    // ends if the backend stays silent this long without finishing (HAProxy's
+    // timeout server-fin); 0 = off.
+    Duration server_fin_timeout{0};
+    std::optional<SocketAddress> source;  // local IP of backend sockets (port 0); nullopt = the kernel's choice
     std::vector<BackendConfig> backends;
 };
 
@@ -127,6 +142,17 @@ struct ListenerConfig {
     CidrSet accept_proxy_from;
     Duration proxy_timeout{3000};
     AccessLogFormat access_log_format = AccessLogFormat::Text;
+    // Who may connect: a client inside `deny` is refused; with `allow` set, so
+    // is one outside it. Null = no such list. Shared, not copied: a list can
+    // hold thousands of prefixes and a Config is copied whole.
+    std::shared_ptr<const CidrSet> allow;
+    std::shared_ptr<const CidrSet> deny;
+    int max_connections_per_source = 0;         // per client IP, all workers; 0 = off
+    std::optional<TcpKeepalive> tcp_keepalive;  // client sockets (TCP); nullopt = off
+    // Once sluice has passed the backend's FIN on to the client, the session
+    // ends if the client stays silent this long without finishing (HAProxy's
+    // timeout client-fin); 0 = off. TCP only.
+    Duration client_fin_timeout{0};
 };
 
 // Which CPU each worker thread is bound to ([global] cpu_affinity).

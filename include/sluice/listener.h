@@ -11,6 +11,7 @@
 #include "sluice/errors.h"
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
+#include "sluice/source_limits.h"
 #include "sluice/stats.h"
 
 #include <atomic>
@@ -21,6 +22,30 @@ namespace sluice {
 
 class WorkerContext;
 struct SharedState;
+
+// Why admit_source refused a client.
+enum class SourceRefusal : std::uint8_t {
+    None,            // admitted
+    Denied,          // inside `deny`, or outside a configured `allow`
+    PerSourceLimit,  // its IP already has max_connections_per_source sessions
+};
+
+// admit_source's answer: the refusal, or the admission's count under
+// max_connections_per_source (empty when that is off), which the session
+// holds until it ends (Session::hold_source).
+struct SourceAdmission {
+    SourceRefusal refusal = SourceRefusal::None;
+    SourceLease lease;
+    explicit operator bool() const noexcept { return refusal == SourceRefusal::None; }
+};
+
+// Who may connect, for a listener's `config`: allow/deny, then
+// max_connections_per_source (counted in `counters`, which spans the
+// listener's workers; without counters that key refuses). A refusal is
+// counted in `stats` and logged at most once per interval. For a session that
+// learns its client late (a PROXY header); listeners call the member below.
+SourceAdmission admit_source(const ListenerConfig& config, ListenerStats& stats,
+                             const std::shared_ptr<ListenerCounters>& counters, const SocketAddress& client) noexcept;
 
 class Listener {
 public:
@@ -34,6 +59,15 @@ public:
     // new settings (pool, timeouts). Loop thread.
     void set_config(const ListenerConfig& config) noexcept { config_ = &config; }
     const ListenerStats& stats() const noexcept { return stats_; }
+
+    // Who may connect: allow/deny, then max_connections_per_source, for a
+    // client (TCP) or a new flow (UDP) from `client`. Called where the
+    // client's address becomes known: at accept, at a new flow, or after a
+    // PROXY header announced it. A refusal is counted in this listener's
+    // stats and logged at most once per interval; the caller closes the
+    // client (or drops the datagram) without touching a backend. With none
+    // of the keys set it costs three compares and no syscall. Loop thread.
+    SourceAdmission admit_source(const SocketAddress& client) noexcept;
 
 protected:
     // Counts into a ListenerStats of the listener's own (not reported).
@@ -58,6 +92,8 @@ private:
     ListenerStats own_stats_;
     std::shared_ptr<ListenerCounters> counters_;
     LogThrottle own_turned_away_log_;  // when there are no shared counters
+    // When there are no shared counters (unit tests): made at first use.
+    std::shared_ptr<ListenerCounters> own_counters_;
 
 protected:
     ListenerStats& stats_;  // written by this listener's worker only

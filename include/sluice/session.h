@@ -9,13 +9,15 @@
 // of backend X" costs O(its sessions) and needs no allocation.
 //
 // A session ends exactly once, through SessionRegistry::finish(): that one
-// path gives back its place under max_connections, writes its access-log
+// path gives back its place under max_connections (and under
+// max_connections_per_source), writes its access-log
 // line and destroys it. Loop thread only, except session_count().
 #pragma once
 
 #include "sluice/addr.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/source_limits.h"
 
 #include <atomic>
 #include <cstddef>
@@ -49,6 +51,8 @@ enum class EndCause : std::uint8_t {
     ProxyRefused,    // accept_proxy: the PROXY header was missing, malformed, slow or from an untrusted peer
     QueueTimeout,    // waited queue_timeout for a slot (every backend at max_connections)
     QueueFull,       // every backend at max_connections and max_queue clients already waiting
+    FinTimeout,      // TCP: one side finished and the other did not within client/server_fin_timeout
+    SourceRefused,   // accept_proxy: the announced client is refused by allow/deny or max_connections_per_source
 };
 std::string_view to_string(EndCause cause) noexcept;
 
@@ -102,6 +106,11 @@ public:
     // end of the session needs no lookup by name. Unset: found by name.
     void set_pool(const PoolRuntime* pool) noexcept { pool_ = pool; }
 
+    // The session's count under max_connections_per_source (from
+    // Listener::admit_source), given back by SessionRegistry::finish, for the
+    // address it was taken for.
+    void hold_source(SourceLease lease) noexcept { source_lease_ = std::move(lease); }
+
 private:
     friend class SessionRegistry;
 
@@ -115,6 +124,7 @@ private:
     int retries_ = 0;
     BackendId backend_ = 0;
     bool has_backend_ = false;
+    SourceLease source_lease_;
     // Intrusive links, maintained by the registry.
     Session* prev_ = nullptr;
     Session* next_ = nullptr;

@@ -47,21 +47,30 @@ Result<UniqueFd> open_tcp_listener(const SocketAddress& address, const ListenOpt
 Result<UniqueFd> open_udp_socket(const SocketAddress& address, bool reuse_port);
 
 // A UDP socket connect()ed to `peer` (so replies arrive only from it and an
-// ICMP port-unreachable surfaces as ECONNREFUSED).
-Result<UniqueFd> open_connected_udp(const SocketAddress& peer);
+// ICMP port-unreachable surfaces as ECONNREFUSED). `source`, when not null,
+// is bound first (its port 0: the kernel picks one).
+Result<UniqueFd> open_connected_udp(const SocketAddress& peer, const SocketAddress* source = nullptr);
 
 // accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; fills `peer` when given.
 Result<UniqueFd> accept_connection(int listen_fd, SocketAddress* peer);
 
 // Starts a non-blocking TCP connect. On success the socket is connecting or
 // connected; wait for EV_WRITE and check connect_result(). `source`, when not
-// null, is bound first (tests use it to connect from many 127.x addresses).
+// null, is bound first without taking a port (IP_BIND_ADDRESS_NO_PORT: the
+// port is picked at connect per destination, so a fixed source address does
+// not cap sessions at the ephemeral port range): a pool's `source`, and tests
+// connecting from many 127.x addresses.
 Result<UniqueFd> start_connect(const SocketAddress& peer, const SocketAddress* source = nullptr);
 
 // After EV_WRITE on a connecting socket: SysError::None when connected.
 SysError connect_result(int fd) noexcept;
 
 void set_nodelay(int fd) noexcept;
+
+struct TcpKeepalive;
+// SO_KEEPALIVE on, and each non-zero field of `keepalive` (TCP_KEEPIDLE,
+// TCP_KEEPINTVL, TCP_KEEPCNT); zero fields keep the kernel's defaults.
+void set_keepalive(int fd, const TcpKeepalive& keepalive) noexcept;
 // SO_RCVBUF / SO_SNDBUF; 0 leaves one as it is. The kernel caps each at
 // net.core.{r,w}mem_max, so this is a request, not a guarantee.
 void set_buffer_sizes(int fd, int receive_bytes, int send_bytes) noexcept;

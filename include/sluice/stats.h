@@ -11,6 +11,7 @@
 
 #include "sluice/duration_histogram.h"
 #include "sluice/log_throttle.h"
+#include "sluice/source_limits.h"
 
 #include <atomic>
 #include <cstdint>
@@ -26,6 +27,8 @@ struct alignas(64) ListenerStats {
     std::atomic<std::uint64_t> bytes_out{0};  // backend -> client, added at session close
     std::atomic<std::uint64_t> dropped{0};    // UDP: datagrams lost (no backend, full buffer, truncated)
     std::atomic<std::uint64_t> proxy_refused{0};  // accept_proxy: clients closed for their PROXY header
+    std::atomic<std::uint64_t> denied{0};     // clients (UDP: new flows) refused by allow/deny
+    std::atomic<std::uint64_t> source_limited{0};  // refused at max_connections_per_source
 };
 
 struct ListenerTotals {
@@ -35,6 +38,8 @@ struct ListenerTotals {
     std::uint64_t bytes_out = 0;
     std::uint64_t dropped = 0;
     std::uint64_t proxy_refused = 0;
+    std::uint64_t denied = 0;
+    std::uint64_t source_limited = 0;
 };
 
 // One listener across all workers: a ListenerStats per worker.
@@ -52,6 +57,13 @@ public:
     LogThrottle turned_away_log;
     // The same for clients refused for their PROXY protocol header.
     LogThrottle proxy_refused_log;
+    // Likewise for clients refused by allow/deny and by max_connections_per_source.
+    LogThrottle denied_log;
+    LogThrottle source_limited_log;
+    // Sessions per client IP, for max_connections_per_source: shared by the
+    // listener's workers and kept across reloads, so sessions that started
+    // before a reload still count.
+    SourceLimits source_limits;
 
 private:
     unsigned workers_;

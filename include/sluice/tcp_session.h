@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace sluice {
 
@@ -74,7 +75,7 @@ private:
     // Closes a client whose header is missing, bad, slow or untrusted:
     // counted per listener, logged rate-limited, no backend touched.
     void refuse_proxy_header(std::string_view reason);
-    void adopt_announced_client(const SocketAddress& announced) noexcept;
+    bool admit_announced_client() noexcept;
     // send_proxy: puts the header in front of the upstream bytes. False when
     // the session was closed.
     bool stage_proxy_header(ProxyVersion version);
@@ -100,6 +101,13 @@ private:
     void on_client_event(int revents);
     void on_backend_event(int revents);
     void on_timer();
+    // The half-close timeout that applies now (0 = none), and when it ends
+    // the session; on_half_closed() starts it as a FIN is passed on.
+    Duration fin_timeout() const noexcept;
+    std::optional<ev_tstamp> fin_deadline() const noexcept;
+    void on_half_closed();
+    // (Re)starts the timer for the nearest of the idle and half-close deadlines.
+    void arm_timeouts();
 
     // Moves bytes along `dir` (relay.h) and accounts for them.
     PumpResult pump(RelayDirection& dir, int source_fd, int sink_fd,
@@ -128,7 +136,7 @@ private:
     IoWatcher client_io_;
     IoWatcher backend_io_;
     // One timer: queue timeout while queued, connect timeout while
-    // connecting, then idle timeout.
+    // connecting, then the idle and half-close timeouts.
     TimerWatcher timer_;
 
     // The client: the accepted peer, or the address its PROXY header announced.
@@ -146,6 +154,7 @@ private:
     std::shared_ptr<QueueWaiter> waiter_;
     ev_tstamp last_activity_ = 0;
     ev_tstamp connect_started_ = 0;  // the current attempt's start (connect time)
+    ev_tstamp half_closed_at_ = 0;  // when the first FIN was passed on
 };
 
 } // namespace sluice

@@ -318,6 +318,45 @@ TEST_CASE("accept_proxy: the announced client is forwarded by send_proxy, logged
     CHECK(metric(sluice, kRefused) == 0);
 }
 
+TEST_CASE("on an accept_proxy listener allow/deny and the per-source limit judge the announced client, not the proxy")
+{
+    Recorder recorder;
+    // The proxy itself (127.0.0.2) is inside deny: were the checks made at
+    // accept, every client would be refused.
+    Sluice sluice(config("127.0.0.1:0",
+                         "accept_proxy = true\naccept_proxy_from = [\"127.0.0.0/8\"]\n"
+                         "deny = [\"127.0.0.0/8\", \"203.0.113.0/24\"]\nmax_connections_per_source = 1",
+                         backend(recorder.address())));
+    const std::uint16_t port = sluice.port("front");
+
+    Fd allowed(connect_tcp(port, "127.0.0.1", "127.0.0.2"));
+    send_all(allowed, "PROXY TCP4 192.0.2.9 198.51.100.1 5555 80\r\nhello");
+    CHECK(recorder.wait_bytes(0, 5) == "hello");
+
+    // The same announced address again: over max_connections_per_source.
+    Fd second(connect_tcp(port, "127.0.0.1", "127.0.0.2"));
+    send_all(second, "PROXY TCP4 192.0.2.9 198.51.100.1 5556 80\r\nagain");
+    CHECK(closed_by_peer(second.fd));
+
+    // An announced client inside deny.
+    Fd denied(connect_tcp(port, "127.0.0.1", "127.0.0.2"));
+    send_all(denied, "PROXY TCP4 203.0.113.7 198.51.100.1 5557 80\r\nnope");
+    CHECK(closed_by_peer(denied.fd));
+
+    REQUIRE(wait_until([&] {
+        const std::string log = read_text(sluice.dir() + "/access.log");
+        return log.find("client=192.0.2.9:5556 backend=- ") != std::string::npos
+            && log.find("client=203.0.113.7:5557 backend=- ") != std::string::npos;
+    }));
+    const std::string log = read_text(sluice.dir() + "/access.log");
+    INFO(log);
+    CHECK(log.find("client=192.0.2.9:5556 backend=- ") < log.size());
+    CHECK(log.find("end=source-refused") != std::string::npos);
+    CHECK(metric(sluice, "sluice_listener_denied_total{listener=\"front\",protocol=\"tcp\"}") == 1);
+    CHECK(metric(sluice, "sluice_listener_source_limited_total{listener=\"front\",protocol=\"tcp\"}") == 1);
+    CHECK(recorder.connections() == 1);  // the refused clients never reached the backend
+}
+
 TEST_CASE("missing, garbled, slow and untrusted PROXY headers are refused with no backend touched")
 {
     Recorder recorder;

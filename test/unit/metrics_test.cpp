@@ -17,6 +17,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     listener.protocol = "tcp";
     listener.totals.accepted = 7;
     listener.totals.bytes_in = 100;
+    listener.totals.denied = 3;
+    listener.totals.source_limited = 2;
     snap.listeners.push_back(listener);
     PoolSnapshot pool;
     pool.name = "p";
@@ -44,6 +46,9 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
           == 0);
     CHECK(text.find("\nsluice_config_generation 3\n") != std::string::npos);
     CHECK(text.find("\nsluice_reloads_total{result=\"ok\"} 2\nsluice_reloads_total{result=\"failed\"} 1\n")
+          != std::string::npos);
+    CHECK(text.find("\nsluice_listener_denied_total{listener=\"front\",protocol=\"tcp\"} 3\n") != std::string::npos);
+    CHECK(text.find("\nsluice_listener_source_limited_total{listener=\"front\",protocol=\"tcp\"} 2\n")
           != std::string::npos);
     CHECK(text.find("\n# TYPE sluice_log_lines_dropped_total counter\nsluice_log_lines_dropped_total 5\n")
           != std::string::npos);
@@ -77,8 +82,8 @@ TEST_CASE("prometheus text has HELP and TYPE once per family, then its samples")
     }
     for (at = 0; (at = text.find("# TYPE ", at)) != std::string::npos; ++at)
         ++types;
-    CHECK(helps == 37);
-    CHECK(types == 37);
+    CHECK(helps == 39);
+    CHECK(types == 39);
     CHECK(text.back() == '\n');
 }
 
