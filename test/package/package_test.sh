@@ -67,6 +67,7 @@ chmod 0755 "$tmp"
 pids=()
 cleanup() {
   local status=$?
+  exec 2>/dev/null  # not bash's "Killed" notice for each helper below
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   if [ -f /etc/sluice/sluice.toml.test-orig ]; then
     mv /etc/sluice/sluice.toml.test-orig /etc/sluice/sluice.toml
