@@ -186,9 +186,12 @@ void BackendTable::set_weight(BackendId id, std::uint16_t weight) noexcept
         bump_version();
 }
 
+BackendTable::BackendTable() : slots_(new BackendSlot[kCapacity]) {}
+
 std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health health, HealthReason reason) noexcept
 {
-    for (BackendId id = 0; id < kCapacity; ++id) {
+    for (std::size_t n = 0; n < kCapacity; ++n) {
+        const auto id = static_cast<BackendId>((next_free_hint_ + n) % kCapacity);
         BackendSlot& s = slots_[id];
         bool expected = false;
         if (!s.in_use.compare_exchange_strong(expected, true, kAcqRel, kRelaxed))
@@ -203,6 +206,7 @@ std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health hea
         s.window_failures.store(0, kRelaxed);
         s.window_start_ms.store(0, kRelaxed);
         s.passive_down_until_ms.store(0, kRelaxed);
+        next_free_hint_ = (id + 1) % kCapacity;
         // Publishes the reset fields to anyone who sees the new version.
         bump_version();
         return id;
@@ -217,6 +221,18 @@ void BackendTable::free(BackendId id) noexcept
     s.admin.store(AdminState::Maint, kRelease);
     s.in_use.store(false, kRelease);
     bump_version();
+}
+
+bool is_unresolved(HealthReason reason) noexcept
+{
+    switch (reason) {
+    case HealthReason::UnresolvedPending:
+    case HealthReason::UnresolvedNxDomain:
+    case HealthReason::UnresolvedNoAddress:
+    case HealthReason::ResolverTimeout:
+    case HealthReason::ResolverFailed: return true;
+    default: return false;
+    }
 }
 
 std::int64_t monotonic_ms() noexcept
@@ -251,6 +267,11 @@ std::string_view to_string(HealthReason reason) noexcept
     case HealthReason::HttpStatus: return "http status";
     case HealthReason::Lagging: return "replication lag";
     case HealthReason::Unconfirmed: return "role not yet confirmed";
+    case HealthReason::UnresolvedPending: return "unresolved: pending";
+    case HealthReason::UnresolvedNxDomain: return "unresolved: NXDOMAIN";
+    case HealthReason::UnresolvedNoAddress: return "unresolved: no address";
+    case HealthReason::ResolverTimeout: return "resolver timeout";
+    case HealthReason::ResolverFailed: return "unresolved: resolver error";
     }
     return "unknown";
 }
