@@ -42,6 +42,7 @@
 //     builds rather than pay a CAS loop on every session end.
 #include "sluice/backend_table.h"
 
+#include <algorithm>
 #include <cassert>
 #include <ctime>
 
@@ -190,8 +191,8 @@ BackendTable::BackendTable() : slots_(new BackendSlot[kCapacity]) {}
 
 std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health health, HealthReason reason) noexcept
 {
-    for (std::size_t n = 0; n < kCapacity; ++n) {
-        const auto id = static_cast<BackendId>((next_free_hint_ + n) % kCapacity);
+    for (std::size_t n = next_free_hint_; n < kCapacity; ++n) {
+        const auto id = static_cast<BackendId>(n);
         BackendSlot& s = slots_[id];
         bool expected = false;
         if (!s.in_use.compare_exchange_strong(expected, true, kAcqRel, kRelaxed))
@@ -206,7 +207,7 @@ std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health hea
         s.window_failures.store(0, kRelaxed);
         s.window_start_ms.store(0, kRelaxed);
         s.passive_down_until_ms.store(0, kRelaxed);
-        next_free_hint_ = (id + 1) % kCapacity;
+        next_free_hint_ = id + 1;
         // Publishes the reset fields to anyone who sees the new version.
         bump_version();
         return id;
@@ -220,6 +221,7 @@ void BackendTable::free(BackendId id) noexcept
     // A balancer that still holds the id (an old pool) must stop picking it.
     s.admin.store(AdminState::Maint, kRelease);
     s.in_use.store(false, kRelease);
+    next_free_hint_ = std::min<std::size_t>(next_free_hint_, id);
     bump_version();
 }
 

@@ -551,7 +551,12 @@ public:
         std::string_view port = std::string_view(text).substr(colon + 1);
         bool numeric = !port.empty() && port.size() <= 5
             && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-        if (!numeric || std::stoul(std::string(port)) > 65535 || std::stoul(std::string(port)) == 0)
+        if (numeric && std::stoul(std::string(port)) == 0) {
+            diag_.report(value->source().begin,
+                         fmt::format(R"({} "{}" has port 0, expected a port from 1 to 65535)", key, text));
+            return false;
+        }
+        if (!numeric || std::stoul(std::string(port)) > 65535)
             return address(key, PortRule::NonZero, out.address);  // reports the port
         if (auto problem = dns_name_problem(host)) {
             diag_.report(value->source().begin,

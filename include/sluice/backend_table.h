@@ -131,8 +131,9 @@ private:
     void bump_version() noexcept { version_.fetch_add(1, std::memory_order_acq_rel); }
 
     std::unique_ptr<BackendSlot[]> slots_;
-    // Where allocate() looks first (control thread only): past the last slot
-    // it gave, so filling the table costs O(capacity), not O(capacity^2).
+    // Every slot below it is in use (control thread only): allocate() still
+    // gives the lowest free slot, and filling the table costs O(capacity),
+    // not O(capacity^2).
     std::size_t next_free_hint_ = 0;
     alignas(64) std::atomic<std::uint64_t> version_{1};
 };
