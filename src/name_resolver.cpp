@@ -354,6 +354,22 @@ void NameResolver::schedule(Record& record, std::optional<std::uint32_t> ttl)
     record.due = loop_.now() + wait;
 }
 
+// A failure that says nothing about the name (timeout, SERVFAIL) is logged
+// once per run of failures; true when a last good answer stays instead.
+bool NameResolver::keeps_last_answer(Record& record, const std::string& what, NameStatus status, bool have_last)
+{
+    if (is_answer(status)) {
+        if (record.failure_logged && status == NameStatus::Resolved)
+            log::info("dns: {} resolves again", what);
+        record.failure_logged = status != NameStatus::Resolved;
+        return false;
+    }
+    if (!record.failure_logged)
+        log::warning("dns: {}: {}{}", what, to_string(status), have_last ? "; keeping the last answer" : "");
+    record.failure_logged = true;
+    return have_last;
+}
+
 void NameResolver::finish_name(const std::string& name, std::uint64_t asked, int status,
                                std::vector<SocketAddress> addresses, std::optional<std::uint32_t> ttl)
 {
@@ -373,18 +389,8 @@ void NameResolver::finish_name(const std::string& name, std::uint64_t asked, int
     addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
     answer.addresses = std::move(addresses);
     NameAnswer& kept = answers_.names[name];
-    if (!is_answer(answer.status)) {
-        if (!record.failure_logged)
-            log::warning("dns: {}: {}{}", name, to_string(answer.status),
-                         kept.addresses.empty() ? "" : "; keeping the last answer");
-        record.failure_logged = true;
-        if (!kept.addresses.empty())
-            return;  // the last good answer stays
-    } else {
-        if (record.failure_logged && answer.status == NameStatus::Resolved)
-            log::info("dns: {} resolves again", name);
-        record.failure_logged = answer.status != NameStatus::Resolved;
-    }
+    if (keeps_last_answer(record, name, answer.status, !kept.addresses.empty()))
+        return;
     if (answer == kept)
         return;
     // Names of the file are logged one by one; SRV targets (thousands) only
@@ -414,16 +420,8 @@ void NameResolver::finish_srv(const std::string& name, std::uint64_t asked, int 
     std::sort(targets.begin(), targets.end());
     answer.targets = std::move(targets);
     SrvAnswer& kept = answers_.srv[name];
-    if (!is_answer(answer.status)) {
-        if (!record.failure_logged)
-            log::warning("dns: SRV {}: {}{}", name, to_string(answer.status),
-                         kept.targets.empty() ? "" : "; keeping the last answer");
-        record.failure_logged = true;
-        if (!kept.targets.empty())
-            return;
-    } else {
-        record.failure_logged = answer.status != NameStatus::Resolved;
-    }
+    if (keeps_last_answer(record, "SRV " + name, answer.status, !kept.targets.empty()))
+        return;
     if (answer == kept)
         return;
     log::info("dns: SRV {}: {} targets", name, answer.targets.size());

@@ -114,8 +114,9 @@ private:
                      std::optional<std::uint32_t> ttl);
     void finish_srv(const std::string& name, std::uint64_t asked, int status, std::vector<SrvTarget> targets,
                     std::optional<std::uint32_t> ttl);
-    // Status of a failure; whether the last good answer stays.
+    // When to ask again: the TTL clamped, or dns_min_ttl after a failure.
     void schedule(Record& record, std::optional<std::uint32_t> ttl);
+    bool keeps_last_answer(Record& record, const std::string& what, NameStatus status, bool have_last);
     void changed();
     void sync_target_names();
     void rearm_ares_timer();
