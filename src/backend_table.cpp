@@ -42,6 +42,7 @@
 //     builds rather than pay a CAS loop on every session end.
 #include "sluice/backend_table.h"
 
+#include <algorithm>
 #include <cassert>
 #include <ctime>
 #include <new>
@@ -278,9 +279,12 @@ void BackendTable::set_weight(BackendId id, std::uint16_t weight) noexcept
         bump_version();
 }
 
+BackendTable::BackendTable() : slots_(new BackendSlot[kCapacity]), limits_(new BackendLimits[kCapacity]) {}
+
 std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health health, HealthReason reason) noexcept
 {
-    for (BackendId id = 0; id < kCapacity; ++id) {
+    for (std::size_t n = next_free_hint_; n < kCapacity; ++n) {
+        const auto id = static_cast<BackendId>(n);
         BackendSlot& s = slots_[id];
         bool expected = false;
         if (!s.in_use.compare_exchange_strong(expected, true, kAcqRel, kRelaxed))
@@ -298,6 +302,7 @@ std::optional<BackendId> BackendTable::allocate(std::uint16_t weight, Health hea
         limits_[id].max_connections.store(0, kRelaxed);
         limits_[id].slow_start_ms.store(0, kRelaxed);
         limits_[id].up_since_ms.store(0, kRelaxed);
+        next_free_hint_ = id + 1;
         // Publishes the reset fields to anyone who sees the new version.
         bump_version();
         return id;
@@ -311,7 +316,20 @@ void BackendTable::free(BackendId id) noexcept
     // A balancer that still holds the id (an old pool) must stop picking it.
     s.admin.store(AdminState::Maint, kRelease);
     s.in_use.store(false, kRelease);
+    next_free_hint_ = std::min<std::size_t>(next_free_hint_, id);
     bump_version();
+}
+
+bool is_unresolved(HealthReason reason) noexcept
+{
+    switch (reason) {
+    case HealthReason::UnresolvedPending:
+    case HealthReason::UnresolvedNxDomain:
+    case HealthReason::UnresolvedNoAddress:
+    case HealthReason::ResolverTimeout:
+    case HealthReason::ResolverFailed: return true;
+    default: return false;
+    }
 }
 
 std::int64_t monotonic_ms() noexcept
@@ -346,6 +364,11 @@ std::string_view to_string(HealthReason reason) noexcept
     case HealthReason::HttpStatus: return "http status";
     case HealthReason::Lagging: return "replication lag";
     case HealthReason::Unconfirmed: return "role not yet confirmed";
+    case HealthReason::UnresolvedPending: return "unresolved: pending";
+    case HealthReason::UnresolvedNxDomain: return "unresolved: NXDOMAIN";
+    case HealthReason::UnresolvedNoAddress: return "unresolved: no address";
+    case HealthReason::ResolverTimeout: return "resolver timeout";
+    case HealthReason::ResolverFailed: return "unresolved: resolver error";
     }
     return "unknown";
 }

@@ -51,19 +51,24 @@ namespace {
 using KeyList = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 4> kTopKeys{"global", "admin", "listeners", "pools"};
-constexpr std::array<std::string_view, 9> kGlobalKeys{"workers", "max_connections", "drain_timeout",
-                                                      "pipe_size", "backlog", "splice",
-                                                      "cpu_affinity", "log_level", "log_format"};
+constexpr std::array<std::string_view, 12> kGlobalKeys{"workers", "max_connections", "drain_timeout",
+                                                       "pipe_size", "backlog", "splice",
+                                                       "cpu_affinity", "log_level", "log_format",
+                                                       "resolvers", "dns_min_ttl", "dns_max_ttl"};
 constexpr std::array<std::string_view, 3> kAdminKeys{"socket", "metrics", "token_file"};
 constexpr std::array<std::string_view, 16> kListenerKeys{
     "name", "listen", "protocol", "pool", "idle_timeout", "responses", "access_log",
     "accept_proxy", "accept_proxy_from", "proxy_timeout", "access_log_format",
     "allow", "deny", "max_connections_per_source", "tcp_keepalive", "client_fin_timeout"};
-constexpr std::array<std::string_view, 16> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
+constexpr std::array<std::string_view, 17> kPoolKeys{"balance", "connect_timeout", "retries", "max_fails",
                                                      "fail_timeout", "health", "on_down", "on_up",
                                                      "queue_timeout", "max_queue", "slow_start", "backends",
-                                                     "send_proxy", "tcp_keepalive", "server_fin_timeout", "source"};
+                                                     "send_proxy", "tcp_keepalive", "server_fin_timeout", "source",
+                                                     "discover"};
 constexpr std::array<std::string_view, 3> kKeepaliveKeys{"idle", "interval", "count"};
+constexpr std::array<std::string_view, 4> kDiscoverKeys{"srv", "name", "port", "weight"};
+constexpr std::string_view kDiscoverExpected =
+    R"(a table such as discover = { srv = "_pg._tcp.db.service.consul" } or discover = { name = "db.internal", port = 5432 })";
 constexpr std::array<std::string_view, 17> kHealthKeys{
     "protocol", "interval", "timeout", "rise", "fall", "port", "send", "expect", "path", "expect_status", "host",
     "role", "user", "password_file", "database", "sslmode", "max_lag"};
@@ -301,6 +306,48 @@ std::string address_problem(std::string_view text)
                        kAddressExpected);
 }
 
+} // namespace
+
+std::optional<std::string> dns_name_problem(std::string_view name)
+{
+    if (name.ends_with('.'))
+        name.remove_suffix(1);  // fully qualified
+    if (name.empty())
+        return "is empty, expected a DNS name such as \"db.internal\"";
+    if (name.size() > 253)
+        return fmt::format("is {} characters long, expected a DNS name of at most 253", name.size());
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        std::size_t dot = name.find('.', start);
+        std::string_view label = name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+        if (label.empty())
+            return std::string("has an empty label (two dots in a row, or a leading dot), expected labels such as "
+                               "\"db.internal\"");
+        if (label.size() > 63)
+            return fmt::format(R"(has the label "{}..." of {} characters, expected labels of at most 63)",
+                               label.substr(0, 16), label.size());
+        for (char c : label) {
+            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
+                || c == '_';  // '_' for SRV owner names (_pg._tcp) and names some registries hand out
+            if (!ok)
+                return fmt::format("contains '{}', expected letters, digits, '-' and '_' in dot-separated labels",
+                                   c < 0x20 || c == 0x7f ? '?' : c);
+        }
+        if (label.front() == '-' || label.back() == '-')
+            return fmt::format(R"(has the label "{}" that starts or ends with '-', expected a DNS label)", label);
+        if (dot == std::string_view::npos)
+            break;
+        start = dot + 1;
+    }
+    // All-numeric last label: a mistyped IP address, never a host name.
+    std::string_view last = name.substr(name.rfind('.') == std::string_view::npos ? 0 : name.rfind('.') + 1);
+    if (std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::string("looks like an IP address but is not a valid one, expected an IP address or a DNS name");
+    return std::nullopt;
+}
+
+namespace {
+
 // Rewrites toml++'s "Error while parsing key-value pair: ..." as
 // "syntax error in key-value pair: ...", keeping what toml++ says it expected.
 std::string syntax_message(std::string_view description)
@@ -519,6 +566,53 @@ public:
         return true;
     }
 
+    // A backend's address: "ip:port", or "host:port" with a DNS name checked
+    // for syntax only (it is resolved at run time, never by --check).
+    bool backend_address(std::string_view key, BackendConfig& out) const
+    {
+        const auto* value = string_node(key, fmt::format("an address string, {}", kAddressExpected));
+        if (!value)
+            return false;
+        const std::string& text = value->get();
+        if (SocketAddress::parse(text) || text.starts_with('[') || text.rfind(':') == std::string::npos)
+            return address(key, PortRule::NonZero, out.address);
+        std::size_t colon = text.rfind(':');
+        std::string_view host = std::string_view(text).substr(0, colon);
+        std::string_view port = std::string_view(text).substr(colon + 1);
+        bool numeric = !port.empty() && port.size() <= 5
+            && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+        if (numeric && std::stoul(std::string(port)) == 0) {
+            diag_.report(value->source().begin,
+                         fmt::format(R"({} "{}" has port 0, expected a port from 1 to 65535)", key, text));
+            return false;
+        }
+        if (!numeric || std::stoul(std::string(port)) > 65535)
+            return address(key, PortRule::NonZero, out.address);  // reports the port
+        if (auto problem = dns_name_problem(host)) {
+            diag_.report(value->source().begin,
+                         fmt::format(R"({} "{}": host "{}" {})", key, text, host, *problem));
+            return false;
+        }
+        out.host = std::string(host);
+        out.port = static_cast<std::uint16_t>(std::stoul(std::string(port)));
+        out.status = NameStatus::Pending;
+        return true;
+    }
+
+    // A DNS name under `key` (syntax only).
+    bool dns_name(std::string_view key, std::string& out) const
+    {
+        const auto* value = string_node(key, R"(a DNS name such as "db.internal")");
+        if (!value)
+            return false;
+        if (auto problem = dns_name_problem(value->get())) {
+            diag_.report(value->source().begin, fmt::format(R"({} "{}" {})", key, value->get(), *problem));
+            return false;
+        }
+        out = value->get();
+        return true;
+    }
+
     template <typename E, std::size_t N>
     bool choice(std::string_view key, const std::array<Choice<E>, N>& choices, E& out) const
     {
@@ -624,6 +718,43 @@ private:
         read_cpu_affinity(in, out.cpu_affinity);
         in.choice("log_level", kLogLevels, out.log_level);
         in.choice("log_format", kLogFormats, out.log_format);
+        read_resolvers(in, out.resolvers);
+        bool min_ok = in.duration("dns_min_ttl", DurationRule::Positive, out.dns_min_ttl);
+        bool max_ok = in.duration("dns_max_ttl", DurationRule::Positive, out.dns_max_ttl);
+        if ((min_ok || max_ok) && out.dns_max_ttl < out.dns_min_ttl)
+            diag_.report(in.node(max_ok ? "dns_max_ttl" : "dns_min_ttl")->source().begin,
+                         fmt::format("dns_max_ttl ({} ms) is below dns_min_ttl ({} ms), expected dns_min_ttl <= "
+                                     "dns_max_ttl",
+                                     out.dns_max_ttl.count(), out.dns_min_ttl.count()));
+    }
+
+    // resolvers = ["ip:port", ...]: the DNS servers asked instead of resolv.conf's.
+    void read_resolvers(const TableReader& in, std::vector<SocketAddress>& out) const
+    {
+        const toml::node* node = in.node("resolvers");
+        if (!node)
+            return;
+        constexpr std::string_view expected = R"(an array of "ip:port" strings such as ["10.0.0.2:53"])";
+        const toml::array* array = node->as_array();
+        if (!array) {
+            diag_.report_type(*node, "resolvers", expected);
+            return;
+        }
+        for (const toml::node& element : *array) {
+            const auto* text = element.as_string();
+            if (!text) {
+                diag_.report_type(element, "a resolver", expected);
+                continue;
+            }
+            auto parsed = SocketAddress::parse(text->get());
+            if (!parsed || parsed->port() == 0 || parsed->is_wildcard()) {
+                diag_.report(element.source().begin,
+                             fmt::format(R"(resolver "{}" is not an IP address and port, expected {})", text->get(),
+                                         expected));
+                continue;
+            }
+            out.push_back(*parsed);
+        }
     }
 
     // "none", "auto", or a list of CPU numbers. Whether the listed CPUs are
@@ -775,6 +906,10 @@ private:
         pool.tcp_keepalive = read_keepalive(table, fmt::format("[pools.{}.tcp_keepalive]", name));
         in.duration("server_fin_timeout", DurationRule::AllowZero, pool.server_fin_timeout);
         pool.source = read_source(in);
+        if (const toml::table* discover = table_at(table, "discover", kDiscoverExpected))
+            pool.discover = read_discover(name, *discover);
+        if (in.has("discover") && !in.has("backends"))
+            return pool;  // discovered backends only
         if (in.require("backends", R"(backends = [{ address = "10.0.0.1:5432" }])"))
             pool.backends = read_backends(name, *in.node("backends"), pool.send_proxy);
         check_source_family(in, pool);
@@ -897,6 +1032,35 @@ private:
             return;
         listener.tcp_keepalive = read_keepalive(table, "[[listeners]] tcp_keepalive");
         in.duration("client_fin_timeout", DurationRule::AllowZero, listener.client_fin_timeout);
+    }
+
+    // discover = { srv = "..." } or { name = "...", port = N [, weight = W] }.
+    DiscoverConfig read_discover(const std::string& pool, const toml::table& table) const
+    {
+        DiscoverConfig discover;
+        TableReader in(diag_, table, fmt::format("discover of pool \"{}\"", pool));
+        in.reject_unknown_keys(kDiscoverKeys);
+        if (in.has("srv") == in.has("name")) {
+            diag_.report(table.source().begin,
+                         fmt::format("discover needs exactly one of \"srv\" or \"name\", expected {}",
+                                     kDiscoverExpected));
+            return discover;
+        }
+        if (in.has("srv")) {
+            in.dns_name("srv", discover.srv);
+            for (std::string_view key : {"port", "weight"})
+                if (const toml::node* extra = in.node(key))
+                    diag_.report(extra->source().begin,
+                                 fmt::format(R"({} is taken from the SRV records, expected discover = {{ srv = "..." }} )"
+                                             "without it",
+                                             key));
+            return discover;
+        }
+        in.dns_name("name", discover.name);
+        if (in.require("port", R"(discover = { name = "db.internal", port = 5432 })"))
+            in.integer("port", IntRange{1, 65535}, discover.port);
+        in.integer("weight", IntRange{1, 256}, discover.weight);
+        return discover;
     }
 
     HealthCheckConfig read_health(const std::string& pool, const toml::table& table) const
@@ -1128,14 +1292,17 @@ private:
         Origin origin;
         in.reject_unknown_keys(kBackendKeys);
         if (in.require("address", R"(address = "10.0.0.1:5432")"))
-            origin.valid = in.address("address", PortRule::NonZero, backend.address);
+            origin.valid = in.backend_address("address", backend);
         in.integer("weight", IntRange{1, 256}, backend.weight);
         in.boolean("backup", backend.backup);
         in.choice("send_proxy", kSendProxy, backend.send_proxy);
         in.integer("max_connections", IntRange{0, 1'000'000}, backend.max_connections);
         origin.named = in.name("name", backend.name);
-        if (origin.valid)
+        if (origin.valid) {
             locate(in, "address", backend.address, origin, backend.name);
+            if (!in.has("name"))
+                backend.name = backend.identity();
+        }
         return {std::move(backend), origin};
     }
 
@@ -1154,12 +1321,12 @@ private:
     void check_unique_backend(const std::string& pool, const BackendConfig& backend, const Origin& origin,
                               std::size_t position, const std::vector<Origin>& origins, BackendIndex& index) const
     {
-        auto [same_address, new_address] = index.by_address.try_emplace(backend.address.to_string(), position);
+        auto [same_address, new_address] = index.by_address.try_emplace(backend.identity(), position);
         if (!new_address) {
             diag_.report(origin.address_at,
                          fmt::format(R"(backend address {} is already used in pool "{}" on line {}, expected )"
                                      "each backend address once per pool",
-                                     backend.address.to_string(), pool, origins[same_address->second].address_at.line));
+                                     backend.identity(), pool, origins[same_address->second].address_at.line));
             return;
         }
         auto [same_name, new_name] = index.by_name.try_emplace(backend.name, position);
@@ -1366,6 +1533,24 @@ std::optional<Duration> parse_duration(std::string_view text)
         if (!consume_duration_term(text, total))
             return std::nullopt;
     return Duration{total};
+}
+
+std::string_view to_string(NameStatus status) noexcept
+{
+    switch (status) {
+    case NameStatus::Resolved: return "resolved";
+    case NameStatus::Pending: return "pending";
+    case NameStatus::NxDomain: return "NXDOMAIN";
+    case NameStatus::NoAddress: return "no address";
+    case NameStatus::Timeout: return "resolver timeout";
+    case NameStatus::Failed: return "resolver error";
+    }
+    return "?";
+}
+
+std::string BackendConfig::identity() const
+{
+    return host.empty() ? address.to_string() : host + ":" + std::to_string(port);
 }
 
 std::string_view to_string(Protocol protocol) noexcept

@@ -103,6 +103,15 @@ public:
             tick_.start(prober_.random_delay(0.0, std::min(interval(), kFirstRoleProbeWithin)));
             return;
         }
+        // A name that just resolved was down for that: it comes up after
+        // `rise` passing probes, the first one at once.
+        if (HealthReason reason = prober_.table_.slot(id_).health_reason.load(std::memory_order_acquire);
+            is_unresolved(reason)) {
+            verdict_ = Health::Down;
+            down_reason_ = reason;
+            tick_.start(prober_.random_delay(0.0, std::min(interval(), kFirstRoleProbeWithin)));
+            return;
+        }
         // A slot is Up when allocated; this only repairs one that is not
         // (the prober being the only writer, that is our own doing).
         if (prober_.table_.slot(id_).health.load(std::memory_order_acquire) != Health::Up)
@@ -390,13 +399,28 @@ void HealthProber::adopt(const Runtime& runtime)
     std::unordered_set<BackendId> checked;
 
     for (const PoolRuntime& pool : runtime.pools) {
-        for (std::size_t i = 0; i < pool.backend_ids.size(); ++i)
-            present.emplace(pool.backend_ids[i], std::make_pair(&pool, i));
         const std::optional<HealthCheckConfig>& check = pool.config->health;
+        for (std::size_t i = 0; i < pool.backend_ids.size(); ++i) {
+            const BackendId id = pool.backend_ids[i];
+            const BackendConfig& backend = pool.config->backends[i];
+            // A DNS name without an answer: down for that reason, not probed.
+            // Resolved again in an unchecked pool: up, as nothing checks it.
+            const HealthReason reason = table_.slot(id).health_reason.load(std::memory_order_acquire);
+            if (!backend.usable_address()) {
+                if (reason != down_reason(backend.status))
+                    table_.set_health(id, Health::Down, down_reason(backend.status));
+                continue;
+            }
+            present.emplace(id, std::make_pair(&pool, i));
+            if (!check && is_unresolved(reason))
+                table_.set_health(id, Health::Up, HealthReason::None);
+        }
         if (!check)
             continue;
         for (std::size_t i = 0; i < pool.backend_ids.size(); ++i) {
             BackendId id = pool.backend_ids[i];
+            if (!pool.config->backends[i].usable_address())
+                continue;
             if (!checked.insert(id).second)
                 continue;  // one slot, one target (a duplicate address in a pool)
             std::unique_ptr<Target> target;

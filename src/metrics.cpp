@@ -52,7 +52,7 @@ StatsSnapshot take_snapshot(const Runtime& runtime, const BackendTable& table, c
             BackendSnapshot backend;
             backend.pool = pool.config->name;
             backend.name = config.name;
-            backend.address = config.address.to_string();
+            backend.address = config.usable_address() ? config.address.to_string() : config.identity();
             backend.backup = config.backup;
             backend.admin = slot.admin.load(relaxed);
             backend.health = slot.health.load(relaxed);

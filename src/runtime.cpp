@@ -14,10 +14,8 @@ std::string PoolRuntime::label(BackendId id) const
 
 const BackendConfig* PoolRuntime::backend(BackendId id) const noexcept
 {
-    for (std::size_t i = 0; i < backend_ids.size(); ++i)
-        if (backend_ids[i] == id)
-            return &config->backends[i];
-    return nullptr;
+    auto it = index_of.find(id);
+    return it == index_of.end() ? nullptr : &config->backends[it->second];
 }
 
 const PoolRuntime* Runtime::find_pool(std::string_view name) const noexcept
@@ -36,6 +34,19 @@ const ListenerRuntime* Runtime::find_listener(const ListenerConfig& listener) co
     return nullptr;
 }
 
+HealthReason down_reason(NameStatus status) noexcept
+{
+    switch (status) {
+    case NameStatus::Resolved: return HealthReason::None;
+    case NameStatus::Pending: return HealthReason::UnresolvedPending;
+    case NameStatus::NxDomain: return HealthReason::UnresolvedNxDomain;
+    case NameStatus::NoAddress: return HealthReason::UnresolvedNoAddress;
+    case NameStatus::Timeout: return HealthReason::ResolverTimeout;
+    case NameStatus::Failed: return HealthReason::ResolverFailed;
+    }
+    return HealthReason::ResolverFailed;
+}
+
 namespace {
 
 std::optional<BackendId> previous_slot(const Runtime* previous, const PoolConfig& pool,
@@ -47,7 +58,7 @@ std::optional<BackendId> previous_slot(const Runtime* previous, const PoolConfig
     if (!old_pool)
         return std::nullopt;
     for (std::size_t i = 0; i < old_pool->backend_ids.size(); ++i)
-        if (old_pool->config->backends[i].address == backend.address)
+        if (old_pool->config->backends[i].identity() == backend.identity())
             return old_pool->backend_ids[i];
     return std::nullopt;
 }
@@ -78,9 +89,13 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
                 // worker can see them (the prober confirms them at once).
                 const bool unconfirmed =
                     pool_config.health && pool_config.health->role != HealthCheckConfig::Role::Any;
+                // A name without an answer starts down for that reason (the
+                // prober lifts it once the name resolves).
+                const HealthReason reason = !backend.usable_address() ? down_reason(backend.status)
+                    : unconfirmed                                     ? HealthReason::Unconfirmed
+                                                                      : HealthReason::None;
                 id = table.allocate(static_cast<std::uint16_t>(backend.weight),
-                                    unconfirmed ? Health::Down : Health::Up,
-                                    unconfirmed ? HealthReason::Unconfirmed : HealthReason::None);
+                                    reason == HealthReason::None ? Health::Up : Health::Down, reason);
                 if (!id) {
                     for (BackendId taken : allocated)
                         table.free(taken);
@@ -98,10 +113,15 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
             table.set_limits(*id, static_cast<std::uint32_t>(backend.max_connections),
                              static_cast<std::uint32_t>(std::min<std::int64_t>(pool_config.slow_start.count(),
                                                                                UINT32_MAX)));
+            pool.index_of.emplace(*id, pool.backend_ids.size());
             pool.backend_ids.push_back(*id);
-            (backend.backup ? pool.backups : pool.primaries).push_back(*id);
-            (backend.backup ? pool.backup_identities : pool.primary_identities)
-                .push_back(backend_identity(backend.name));
+            // A name with no address yet has a slot (show servers lists it,
+            // down with the reason) but no balancer picks it.
+            if (backend.usable_address()) {
+                (backend.backup ? pool.backups : pool.primaries).push_back(*id);
+                (backend.backup ? pool.backup_identities : pool.primary_identities)
+                    .push_back(backend_identity(backend.name));
+            }
         }
     }
     return runtime;

@@ -136,7 +136,12 @@ int Server::run()
     std::int64_t fd_limit = raise_fd_limit();
 
     std::string error;
-    runtime_ = build_runtime(std::move(initial_config_), shared_->table, nullptr, &error);
+    base_config_ = std::move(initial_config_);
+    if (!resolver_.configure(base_config_.global, questions_of(base_config_), &error)) {
+        log::error("{}", error);
+        return 1;
+    }
+    runtime_ = build_runtime(apply_answers(base_config_, resolver_.answers()), shared_->table, nullptr, &error);
     if (!runtime_) {
         log::error("{}", error);
         return 1;

@@ -51,7 +51,9 @@ ReloadOutcome Server::reload()
     }
 
     std::string error;
-    std::shared_ptr<Runtime> next = build_runtime(std::move(*loaded.config), shared_->table, runtime_.get(), &error);
+    Config base = *loaded.config;
+    std::shared_ptr<Runtime> next = build_runtime(apply_answers(base, resolver_.answers()), shared_->table,
+                                                  runtime_.get(), &error);
     if (!next)
         return fail({error});
     // From here on a failure gives back the slots build_runtime took.
@@ -114,7 +116,24 @@ ReloadOutcome Server::reload()
         log::warning(
             "reload: [global] workers, max_connections, pipe_size, backlog and splice take effect at the next restart");
 
-    // Publish. Nothing below can fail.
+    // Publish. Nothing below can fail (a resolver that cannot start is logged
+    // and leaves names as they were).
+    publish(std::move(next), std::move(handoffs));
+    bind_workers(*cpus, allowed);
+    base_config_ = std::move(base);
+    if (!resolver_.configure(base_config_.global, questions_of(base_config_), &error))
+        log::error("{}", error);
+    process_.reloads_ok.fetch_add(1, std::memory_order_relaxed);
+    log::info("reload ok (generation {}): {} listeners kept, {} opened, {} closed; {} pools", runtime_->generation,
+              runtime_->config.listeners.size() - opened, opened, closed, runtime_->pools.size());
+    sd_notify("READY=1");
+    outcome.ok = true;
+    outcome.generation = runtime_->generation;
+    return outcome;
+}
+
+void Server::publish(std::shared_ptr<Runtime> next, std::vector<std::vector<ListenerHandoff>> handoffs)
+{
     std::vector<BackendId> removed = removed_backends(*runtime_, *next);
     if (!removed.empty()) {
         retired_.push_back(RetiredBackends{runtime_->generation, std::move(removed)});
@@ -124,7 +143,6 @@ ReloadOutcome Server::reload()
     std::shared_ptr<const Runtime> published = next;
     for (std::size_t w = 0; w < workers_.size(); ++w)
         workers_[w]->reload(published, std::move(handoffs[w]), nullptr);
-    bind_workers(*cpus, allowed);
     prober_.update(published);
     admin_.update(published);
     generations_.push_back(published);
@@ -132,13 +150,42 @@ ReloadOutcome Server::reload()
     log::configure(runtime_->config.global.log_level, runtime_->config.global.log_format);
     watch_service();
     process_.generation.store(runtime_->generation, std::memory_order_relaxed);
-    process_.reloads_ok.fetch_add(1, std::memory_order_relaxed);
-    log::info("reload ok (generation {}): {} listeners kept, {} opened, {} closed; {} pools", runtime_->generation,
-              runtime_->config.listeners.size() - opened, opened, closed, runtime_->pools.size());
-    sd_notify("READY=1");
-    outcome.ok = true;
-    outcome.generation = runtime_->generation;
-    return outcome;
+}
+
+// A DNS answer changed: the same file, other addresses or discovered
+// backends. Published like a reload that keeps every listener, so running
+// sessions keep the address they connected to and new ones use the new one;
+// kept backends (same identity) keep their slot, health and admin state.
+void Server::on_names_changed()
+{
+    if (draining_ || !runtime_)
+        return;
+    std::string error;
+    std::shared_ptr<Runtime> next = build_runtime(apply_answers(base_config_, resolver_.answers()), shared_->table,
+                                                  runtime_.get(), &error);
+    if (!next) {
+        log::error("dns: the new answers are not applied: {}", error);
+        return;
+    }
+    std::vector<std::string> errors;
+    if (!attach_operations(*next, runtime_.get(), static_cast<unsigned>(workers_.size()), &errors)) {
+        for (BackendId id : removed_backends(*next, *runtime_))
+            shared_->table.free(id);
+        for (const auto& e : errors)
+            log::error("dns: the new answers are not applied: {}", e);
+        return;
+    }
+    std::vector<std::vector<ListenerHandoff>> handoffs(workers_.size());
+    for (auto& worker_handoffs : handoffs)
+        for (const ListenerConfig& listener : runtime_->config.listeners)
+            worker_handoffs.push_back(ListenerHandoff{&listener, UniqueFd()});
+    std::size_t before = 0, after = 0;
+    for (const PoolRuntime& pool : runtime_->pools)
+        before += pool.backend_ids.size();
+    for (const PoolRuntime& pool : next->pools)
+        after += pool.backend_ids.size();
+    publish(std::move(next), std::move(handoffs));
+    log::info("dns: answers applied (generation {}): {} backends, {} before", runtime_->generation, after, before);
 }
 
 void Server::request_reload(std::function<void(ReloadOutcome)> reply)

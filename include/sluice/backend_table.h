@@ -43,7 +43,16 @@ enum class HealthReason : std::uint8_t {
     HttpStatus,         // an http check got another status than expect_status
     Lagging,            // a replica is further behind than max_lag
     Unconfirmed,        // a role check has not yet confirmed the backend's role
+    // Its DNS name has no usable answer (name_resolver.h); never picked until it has.
+    UnresolvedPending,  // not answered yet
+    UnresolvedNxDomain, // the name does not exist
+    UnresolvedNoAddress,// no A/AAAA record
+    ResolverTimeout,    // no resolver answered
+    ResolverFailed,     // SERVFAIL, refused or a malformed answer
 };
+
+// The reason a backend whose name has no answer is down; None when resolved.
+bool is_unresolved(HealthReason reason) noexcept;
 
 enum class AdminState : std::uint8_t { Ready, Drain, Maint };
 
@@ -88,7 +97,12 @@ struct BackendLimits {
 
 class BackendTable {
 public:
-    static constexpr std::size_t kCapacity = 4096;
+    // Backends in all pools and all live generations (discovered ones too).
+    // 100,000 slots are 6.4 MB, on the heap; per worker a BackendCounters
+    // array adds 3.2 MB.
+    static constexpr std::size_t kCapacity = 100'000;
+
+    BackendTable();
 
     // --- data path (any worker thread) ---
 
@@ -152,8 +166,12 @@ public:
 private:
     void bump_version() noexcept { version_.fetch_add(1, std::memory_order_acq_rel); }
 
-    std::array<BackendSlot, kCapacity> slots_{};
-    std::array<BackendLimits, kCapacity> limits_{};
+    std::unique_ptr<BackendSlot[]> slots_;
+    // Every slot below it is in use (control thread only): allocate() still
+    // gives the lowest free slot, and filling the table costs O(capacity),
+    // not O(capacity^2).
+    std::size_t next_free_hint_ = 0;
+    std::unique_ptr<BackendLimits[]> limits_;  // beside slots_, same index
     alignas(64) std::atomic<std::uint64_t> version_{1};
 };
 

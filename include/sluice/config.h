@@ -73,8 +73,21 @@ struct HealthCheckConfig {
 std::string_view to_string(HealthCheckConfig::Kind kind) noexcept;
 std::string_view to_string(HealthCheckConfig::Role role) noexcept;
 
+// Where a backend's DNS name stands (backends addressed as "host:port" and
+// discovered ones; see name_resolver.h). Literal IP backends are Resolved.
+enum class NameStatus : std::uint8_t {
+    Resolved,   // `address` holds an answer
+    Pending,    // not asked yet, or the first answer has not come
+    NxDomain,   // the name does not exist
+    NoAddress,  // the name exists but has no A/AAAA record
+    Timeout,    // no resolver answered
+    Failed,     // another resolver error (SERVFAIL, refused, malformed)
+};
+
+std::string_view to_string(NameStatus status) noexcept;
+
 struct BackendConfig {
-    SocketAddress address;
+    SocketAddress address;    // for a name: the resolved IP and `port`; empty until resolved
     std::string name;         // the configured name, or the address text when omitted
     int weight = 1;           // 1..256
     bool backup = false;      // used only while no primary backend is usable
@@ -82,6 +95,24 @@ struct BackendConfig {
     // send_proxy, or else the pool's.
     ProxyVersion send_proxy = ProxyVersion::Off;
     int max_connections = 0;  // sessions at once across all workers; 0 = no cap
+    // A backend addressed by DNS name ("db.internal:5432") or discovered by SRV:
+    // the name (resolved on the control thread, never by a worker) and port.
+    std::string host;         // "" = `address` is a literal IP
+    std::uint16_t port = 0;
+    NameStatus status = NameStatus::Resolved;
+
+    // What stays the same across generations while the backend is "the same
+    // one": "host:port" for a name (its IP may change), else the address.
+    std::string identity() const;
+    bool usable_address() const noexcept { return status == NameStatus::Resolved && !address.empty(); }
+};
+
+// A pool's `discover` key: its backends follow DNS without a reload.
+struct DiscoverConfig {
+    std::string srv;          // one backend per SRV target (port, weight, priority from the record)
+    std::string name;         // or one backend per A/AAAA record of this name ...
+    std::uint16_t port = 0;   // ... on this port
+    int weight = 1;           // the weight of name-discovered backends
 };
 
 // TCP keepalive probes on a socket (tcp_keepalive = { idle, interval, count }).
@@ -125,6 +156,7 @@ struct PoolConfig {
     Duration server_fin_timeout{0};
     std::optional<SocketAddress> source;  // local IP of backend sockets (port 0); nullopt = the kernel's choice
     std::vector<BackendConfig> backends;
+    std::optional<DiscoverConfig> discover;  // its backends are added at run time, after `backends`
 };
 
 struct ListenerConfig {
@@ -176,6 +208,11 @@ struct GlobalConfig {
     CpuAffinity cpu_affinity;
     log::Level log_level = log::Level::Info;    // sluice's own lines below it are dropped
     log::Format log_format = log::Format::Text;
+    // DNS for backend names and discovery: resolvers (empty = resolv.conf) and
+    // the clamp on a record's TTL that sets when it is asked again.
+    std::vector<SocketAddress> resolvers;
+    Duration dns_min_ttl{1000};
+    Duration dns_max_ttl{300000};
 };
 
 struct AdminConfig {
@@ -214,6 +251,10 @@ struct ConfigResult {
 
 // Parses and validates TOML text; `source_name` is used in error messages.
 ConfigResult parse_config(std::string_view text, std::string_view source_name);
+
+// Says what is wrong with a DNS name (RFC 1123 labels; '_' allowed for SRV
+// owner names), or nullopt when its syntax is fine. Nothing is resolved.
+std::optional<std::string> dns_name_problem(std::string_view name);
 
 // Reads and parses a file. A missing or unreadable file is one error.
 ConfigResult load_config_file(const std::string& path);

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace sluice {
@@ -24,6 +25,7 @@ namespace sluice {
 struct PoolRuntime {
     const PoolConfig* config = nullptr;
     std::vector<BackendId> backend_ids;  // parallel to config->backends
+    std::unordered_map<BackendId, std::size_t> index_of;  // id -> index in backend_ids (pools of 10,000 exist)
     std::vector<BackendId> primaries;
     std::vector<BackendId> backups;
     // backend_identity of each backend's name, parallel to primaries and backups.
@@ -72,6 +74,9 @@ struct Runtime {
     // The ListenerRuntime of `listener` (an element of config.listeners), or null.
     const ListenerRuntime* find_listener(const ListenerConfig& listener) const noexcept;
 };
+
+// The down reason of a backend whose name has `status` (None when resolved).
+HealthReason down_reason(NameStatus status) noexcept;
 
 // Builds a generation from a validated config, taking BackendTable slots for its
 // backends. A backend that `previous` already had (same pool name and address)

@@ -7,6 +7,7 @@
 #include "sluice/event_loop.h"
 #include "sluice/fd.h"
 #include "sluice/health_prober.h"
+#include "sluice/name_resolver.h"
 #include "sluice/runtime.h"
 #include "sluice/service_watch.h"
 #include "sluice/stats.h"
@@ -49,6 +50,11 @@ private:
     // set the plan was made from.
     void bind_workers(const std::vector<int>& cpus, const std::vector<int>& allowed);
     void on_retire_tick();
+    // Control thread: makes `next` the running generation (workers, prober,
+    // admin, retired slots). `handoffs`: each worker's listeners (reload.h).
+    void publish(std::shared_ptr<Runtime> next, std::vector<std::vector<ListenerHandoff>> handoffs);
+    // Control thread: the resolver's answers changed; publishes them.
+    void on_names_changed();
     // Watches the generation now in runtime_ for on_down/on_up edges.
     void watch_service();
     void on_service_tick();
@@ -67,6 +73,10 @@ private:
     std::vector<int> worker_cpus_;  // the CPU each worker is bound to, or kAnyCpu
     ProcessStats process_;
     EventLoop control_loop_;
+    // The file's configuration (names unresolved, nothing discovered); each
+    // generation is it plus the resolver's answers (apply_answers).
+    Config base_config_;
+    NameResolver resolver_{control_loop_, [this] { on_names_changed(); }};
     AdminServer admin_{shared_->table, process_, &prober_.reports(),
                        [this](auto reply) { request_reload(std::move(reply)); }};
     // Every generation published, to know when an old one is gone.

@@ -1,4 +1,4 @@
-// Shared by the balancer tests: a heap-allocated BackendTable (4096 x 64 bytes
+// Shared by the balancer tests: a heap-allocated BackendTable (100,000 x 64 bytes
 // is too big for a test's stack) with a few backends, and pick helpers.
 #pragma once
 

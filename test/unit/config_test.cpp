@@ -838,7 +838,7 @@ workers = 4 4
 workers = 2
 wokers = 4
 )" + std::string(kListenerAndPool),
-         {R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice, cpu_affinity, log_level, log_format)"}},
+         {R"(x.toml:3:1: unknown key "wokers" in [global], expected one of: workers, max_connections, drain_timeout, pipe_size, backlog, splice, cpu_affinity, log_level, log_format, resolvers, dns_min_ttl, dns_max_ttl)"}},
 
         {"an unknown key in [admin] lists the valid keys", with_listener_and_pool(R"(
 [admin]
@@ -863,7 +863,7 @@ health = { interval = "1s", intervall = "2s" }
 backends = [{ address = "127.0.0.1:9", wieght = 2 }]
 )",
          {R"(x.toml:4:1: unknown key "idle" in [[listeners]], expected one of: name, listen, protocol, pool, idle_timeout, responses, access_log, accept_proxy, accept_proxy_from, proxy_timeout, access_log_format, allow, deny, max_connections_per_source, tcp_keepalive, client_fin_timeout)",
-          R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, queue_timeout, max_queue, slow_start, backends, send_proxy, tcp_keepalive, server_fin_timeout, source)",
+          R"(x.toml:7:1: unknown key "balanse" in [pools.p], expected one of: balance, connect_timeout, retries, max_fails, fail_timeout, health, on_down, on_up, queue_timeout, max_queue, slow_start, backends, send_proxy, tcp_keepalive, server_fin_timeout, source, discover)",
           R"(x.toml:8:29: unknown key "intervall" in [pools.p.health], expected one of: protocol, interval, timeout, rise, fall, port, send, expect, path, expect_status, host, role, user, password_file, database, sslmode, max_lag)",
           R"(x.toml:9:40: unknown key "wieght" in [[pools.p.backends]], expected one of: address, weight, name, backup, max_connections, send_proxy)"}},
 
@@ -1736,12 +1736,13 @@ std::string pool_of(const std::string& pool, int count, int first_port)
 TEST_CASE("--check refuses more backends than the backend table holds, as the start would")
 {
     const std::string listener = "[[listeners]]\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n";
-    const std::string at_limit = listener + pool_of("a", 2048, 1000) + pool_of("b", 2048, 2000);
+    const std::string at_limit = listener + pool_of("a", 50000, 1000) + pool_of("b", 50000, 2000);
     CHECK(parse(at_limit).ok());
-    const std::string over = listener + pool_of("a", 2048, 1000) + pool_of("b", 2049, 2000);
+    const std::string over = listener + pool_of("a", 50000, 1000) + pool_of("b", 50001, 2000);
     std::vector<std::string> errors = errors_in(over);
     REQUIRE(errors.size() == 1);
-    CHECK(errors[0] == "x.toml:4:1: 4097 backends in all pools, expected at most 4096 (the size of sluice's backend table)");
+    CHECK(errors[0]
+          == "x.toml:4:1: 100001 backends in all pools, expected at most 100000 (the size of sluice's backend table)");
 }
 
 TEST_CASE("duplicate backends are found among thousands, reported against the first")
@@ -1921,4 +1922,140 @@ TEST_CASE("an allow list of 10,000 prefixes parses quickly and works")
     CHECK(allow.size() == 10'000);
     CHECK(allow.contains(*sluice::SocketAddress::parse("10.39.15.77:1")));   // entry 9999
     CHECK_FALSE(allow.contains(*sluice::SocketAddress::parse("10.39.16.1:1")));  // entry 10000 is not there
+}
+
+TEST_CASE("backend names, resolvers and discover parse to these values")
+{
+    static const std::vector<ValidCase> cases{
+        {"a backend address may be a DNS name; its default name is host:port and it starts pending", R"(
+[global]
+resolvers = ["127.0.0.1:5353", "[::1]:53"]
+dns_min_ttl = "200ms"
+dns_max_ttl = "1m"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "db-primary.internal:5432" }, { address = "_x.Example.COM.:1", name = "x" },
+            { address = "10.0.0.1:5432" }]
+)",
+         [](const Config& config) {
+             REQUIRE(config.global.resolvers.size() == 2);
+             CHECK(config.global.resolvers[0].to_string() == "127.0.0.1:5353");
+             CHECK(config.global.resolvers[1].to_string() == "[::1]:53");
+             CHECK(config.global.dns_min_ttl == Duration(200));
+             CHECK(config.global.dns_max_ttl == Duration(60000));
+             const auto& backends = config.pools[0].backends;
+             REQUIRE(backends.size() == 3);
+             CHECK(backends[0].host == "db-primary.internal");
+             CHECK(backends[0].port == 5432);
+             CHECK(backends[0].name == "db-primary.internal:5432");
+             CHECK(backends[0].status == sluice::NameStatus::Pending);
+             CHECK_FALSE(backends[0].usable_address());
+             CHECK(backends[1].host == "_x.Example.COM.");
+             CHECK(backends[1].name == "x");
+             CHECK(backends[2].host.empty());
+             CHECK(backends[2].usable_address());
+             CHECK(backends[2].identity() == "10.0.0.1:5432");
+         }},
+        {"dns ttl clamp defaults to 1s and 5m, resolvers to resolv.conf (empty)", std::string(kListenerAndPool),
+         [](const Config& config) {
+             CHECK(config.global.resolvers.empty());
+             CHECK(config.global.dns_min_ttl == Duration(1000));
+             CHECK(config.global.dns_max_ttl == Duration(300000));
+             CHECK_FALSE(config.pools[0].discover);
+         }},
+        {"a pool may discover its backends by SRV or by name, with or without listed backends", R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "srv"
+
+[pools.srv]
+discover = { srv = "_pg._tcp.db.service.consul" }
+
+[pools.byname]
+discover = { name = "db.internal", port = 5432, weight = 3 }
+backends = [{ address = "10.0.0.1:5432" }]
+)",
+         [](const Config& config) {
+             REQUIRE(config.pools.size() == 2);
+             REQUIRE(config.pools[0].discover);
+             CHECK(config.pools[0].discover->srv == "_pg._tcp.db.service.consul");
+             CHECK(config.pools[0].backends.empty());
+             REQUIRE(config.pools[1].discover);
+             CHECK(config.pools[1].discover->name == "db.internal");
+             CHECK(config.pools[1].discover->port == 5432);
+             CHECK(config.pools[1].discover->weight == 3);
+             CHECK(config.pools[1].backends.size() == 1);
+         }},
+    };
+    run(cases);
+}
+
+TEST_CASE("errors in backend names, resolvers and discover")
+{
+    static const std::vector<ErrorCase> cases{
+        {"a bad host name says what is wrong with it; --check resolves nothing", R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "db..internal:5432" }, { address = "-db.internal:5432" }, { address = "db_1.internal:0" },
+            { address = "db$.internal:5432" }, { address = "10.0.0.256:5432" }, { address = "nowhere.invalid:5432" },
+            { address = "db.internal:5432" }, { address = "db.internal:5432" }]
+)",
+         {R"(x.toml:6:25: address "db..internal:5432": host "db..internal" has an empty label (two dots in a row, or a leading dot), expected labels such as "db.internal")",
+          R"(x.toml:6:60: address "-db.internal:5432": host "-db.internal" has the label "-db" that starts or ends with '-', expected a DNS label)",
+          R"(x.toml:6:95: address "db_1.internal:0" has port 0, expected a port from 1 to 65535)",
+          R"(x.toml:7:25: address "db$.internal:5432": host "db$.internal" contains '$', expected letters, digits, '-' and '_' in dot-separated labels)",
+          R"(x.toml:7:60: address "10.0.0.256:5432": host "10.0.0.256" looks like an IP address but is not a valid one, expected an IP address or a DNS name)",
+          R"(x.toml:8:59: backend address db.internal:5432 is already used in pool "p" on line 8, expected each backend address once per pool)"}},
+        {"resolvers must be ip:port, and the ttl clamp must be ordered", R"(
+[global]
+resolvers = ["dns.internal:53", "10.0.0.2", 53]
+dns_min_ttl = "10s"
+dns_max_ttl = "1s"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "p"
+
+[pools.p]
+backends = [{ address = "10.0.0.1:5432" }]
+)",
+         {R"(x.toml:2:14: resolver "dns.internal:53" is not an IP address and port, expected an array of "ip:port" strings such as ["10.0.0.2:53"])",
+          R"(x.toml:2:33: resolver "10.0.0.2" is not an IP address and port, expected an array of "ip:port" strings such as ["10.0.0.2:53"])",
+          R"(x.toml:2:45: a resolver is an integer, expected an array of "ip:port" strings such as ["10.0.0.2:53"])",
+          "x.toml:4:15: dns_max_ttl (1000 ms) is below dns_min_ttl (10000 ms), expected dns_min_ttl <= dns_max_ttl"}},
+        {"discover needs srv or name with a port, not both", R"(
+[[listeners]]
+listen = "127.0.0.1:0"
+pool = "a"
+
+[pools.a]
+discover = { srv = "_pg._tcp.x", name = "x" }
+
+[pools.b]
+discover = { name = "db.internal" }
+
+[pools.c]
+discover = { srv = "_pg..x", port = 5 }
+
+[pools.d]
+discover = "db.internal"
+
+[pools.e]
+backends = []
+)",
+         {R"(x.toml:6:12: discover needs exactly one of "srv" or "name", expected a table such as discover = { srv = "_pg._tcp.db.service.consul" } or discover = { name = "db.internal", port = 5432 })",
+          R"(x.toml:9:12: discover of pool "b" is missing the required key "port", expected e.g. discover = { name = "db.internal", port = 5432 })",
+          R"(x.toml:12:20: srv "_pg..x" has an empty label (two dots in a row, or a leading dot), expected labels such as "db.internal")",
+          R"(x.toml:12:37: port is taken from the SRV records, expected discover = { srv = "..." } without it)",
+          R"(x.toml:15:12: discover is a string, expected a table such as discover = { srv = "_pg._tcp.db.service.consul" } or discover = { name = "db.internal", port = 5432 })",
+          R"(x.toml:18:12: backends is empty, expected at least one backend such as { address = "10.0.0.1:5432" })"}},
+    };
+    run(cases);
 }

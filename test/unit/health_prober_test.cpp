@@ -583,3 +583,48 @@ TEST_CASE("the check's port replaces the backend's port for probes only")
     CHECK(report->passed);
     CHECK(report->detail == "connected");
 }
+
+namespace {
+
+// A backend addressed by name, with the resolver's verdict so far.
+// `resolved`: the address when status is Resolved; its port is the backend's.
+PoolConfig named_pool(std::optional<HealthCheckConfig> health, NameStatus status, const SocketAddress& resolved)
+{
+    PoolConfig pool = make_pool("db", {{"db", status == NameStatus::Resolved ? resolved : SocketAddress()}},
+                                std::move(health));
+    BackendConfig& backend = pool.backends[0];
+    backend.host = "db.internal";
+    backend.port = resolved.port();  // the identity, db.internal:PORT, stays the same
+    backend.status = status;
+    return pool;
+}
+
+} // namespace
+
+TEST_CASE("a name without an answer is down for that reason, never probed, and up once it resolves")
+{
+    TcpBackend backend;
+    Probing p;
+    p.start({named_pool(fast_tcp_check(), NameStatus::Pending, backend.address())});
+    BackendId a = p.id("db", 0);
+    CHECK(p.reason(a) == HealthReason::UnresolvedPending);  // build_runtime allocated it so
+    CHECK(p.runtime->pools[0].primaries.empty());           // and no balancer picks it
+
+    p.reload({named_pool(fast_tcp_check(), NameStatus::NxDomain, backend.address())});
+    REQUIRE(p.id("db", 0) == a);
+    REQUIRE(eventually([&] { return p.reason(a) == HealthReason::UnresolvedNxDomain; }));
+    CHECK(to_string(p.reason(a)) == "unresolved: NXDOMAIN");
+    CHECK(p.down(a));
+
+    // Resolved, in a checked pool: up after `rise` passing probes, not before.
+    p.reload({named_pool(fast_tcp_check(), NameStatus::Resolved, backend.address())});
+    REQUIRE(p.id("db", 0) == a);
+    REQUIRE(eventually([&] { return p.up(a); }));
+    CHECK(backend.accepted() >= fast_tcp_check().rise);
+
+    // Resolved again after a resolver timeout, in an unchecked pool: up at once.
+    p.reload({named_pool(std::nullopt, NameStatus::Timeout, backend.address())});
+    REQUIRE(eventually([&] { return p.reason(a) == HealthReason::ResolverTimeout; }));
+    p.reload({named_pool(std::nullopt, NameStatus::Resolved, backend.address())});
+    REQUIRE(eventually([&] { return p.up(a); }));
+}
