@@ -181,7 +181,8 @@ std::string render_dashboard_state(const StatsSnapshot& s, const DashboardHistor
         out += fmt::format("{}{{\"name\":{},\"protocol\":\"{}\",\"address\":{},\"sessions\":{},\"refused\":{},"
                            "\"dropped\":{},\"bytes_in\":{},\"bytes_out\":{},{}}}",
                            i ? "," : "", json_quote(l.name), l.protocol, json_quote(l.address), l.totals.accepted,
-                           l.totals.rejected, l.totals.dropped, l.totals.bytes_in, l.totals.bytes_out,
+                           l.totals.rejected + l.totals.denied + l.totals.source_limited + l.totals.proxy_refused,
+                           l.totals.dropped, l.totals.bytes_in, l.totals.bytes_out,
                            rates_json(history.listener(l.name), false));
     }
     out += "],\"pools\":[";

@@ -6,16 +6,24 @@
 
 namespace sluice {
 
-void PoolQueue::slot_freed(BackendTable& table, BackendId backend, std::int64_t now_ms)
+bool PoolQueue::slot_freed(BackendTable& table, BackendId backend, std::int64_t now_ms)
 {
     // Pairs with announce(): the caller's release is ordered before this load.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (length_.load(std::memory_order_relaxed) == 0) [[likely]]
-        return;
+        return false;
     std::lock_guard lock(mutex_);
     if (waiting_.empty() || !table.usable(backend, now_ms) || !table.try_acquire(backend))
-        return;
+        return false;
     grant_front(table, backend, now_ms);
+    return true;
+}
+
+void PoolQueue::offer_free_slots(BackendTable& table, const std::vector<BackendId>& backends, std::int64_t now_ms)
+{
+    for (BackendId id : backends)
+        while (slot_freed(table, id, now_ms)) {
+        }
 }
 
 void PoolQueue::grant_front(BackendTable& table, BackendId id, std::int64_t now_ms)

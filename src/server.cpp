@@ -7,6 +7,7 @@
 #include "sluice/sd_notify.h"
 #include "sluice/socket.h"
 
+#include <algorithm>
 #include <csignal>
 #include <fmt/ranges.h>
 #include <sys/resource.h>
@@ -207,7 +208,9 @@ int Server::run()
 void Server::watch_service()
 {
     service_watch_.adopt(*runtime_, monotonic_ms());
-    if (!service_watch_.needed())
+    const bool any_queue = std::any_of(runtime_->pools.begin(), runtime_->pools.end(),
+                                       [](const PoolRuntime& pool) { return pool.queue != nullptr; });
+    if (!service_watch_.needed() && !any_queue)
         service_timer_.stop();
     else if (!service_timer_.active())
         service_timer_.start(ServiceWatch::kScanInterval, ServiceWatch::kScanInterval);
@@ -225,6 +228,18 @@ void Server::on_service_tick()
                                 [why = std::move(action.why)](std::size_t ended) {
                                     log::warning("{}: {} session{} closed", why, ended, ended == 1 ? "" : "s");
                                 });
+    }
+    // Capacity that appeared without a session ending goes to waiting clients.
+    const std::int64_t now_ms = monotonic_ms();
+    for (const PoolRuntime& pool : runtime_->pools) {
+        if (!pool.queue || !pool.queue->has_waiters()) [[likely]]
+            continue;
+        pool.queue->offer_free_slots(shared_->table, pool.primaries, now_ms);
+        // Backups only while no primary is usable, as the balancer picks them.
+        const bool primary_usable = std::any_of(pool.primaries.begin(), pool.primaries.end(),
+                                                [&](BackendId id) { return shared_->table.usable(id, now_ms); });
+        if (!primary_usable)
+            pool.queue->offer_free_slots(shared_->table, pool.backups, now_ms);
     }
 }
 

@@ -22,6 +22,7 @@
 #include "sluice/backend_table.h"
 
 #include <atomic>
+#include <vector>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -116,8 +117,15 @@ public:
 
     // Any thread, right after a session of this pool released `backend`
     // (BackendTable::release): hands the slot to the longest-waiting client,
-    // if any waits and the backend is still usable at `now_ms`.
-    void slot_freed(BackendTable& table, BackendId backend, std::int64_t now_ms);
+    // if any waits and the backend is still usable at `now_ms`. Returns true
+    // when a waiter got it.
+    bool slot_freed(BackendTable& table, BackendId backend, std::int64_t now_ms);
+
+    // Control thread, every ServiceWatch tick while clients wait: offers
+    // every free slot of `backends` (in order) to the waiters. Releases alone
+    // would leave them waiting when capacity appears without one: a backend
+    // comes up or is set ready, a reload raises max_connections.
+    void offer_free_slots(BackendTable& table, const std::vector<BackendId>& backends, std::int64_t now_ms);
 
     // The waiter's loop thread: the client gives up (`timed_out`: at
     // queue_timeout; else its session ended). Returns true when it was still

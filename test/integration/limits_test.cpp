@@ -197,6 +197,39 @@ TEST_CASE("max_connections holds exactly across two workers and queued clients g
     CHECK(stat.find("\"queue_timeouts\":0,\"queue_refused\":0,") != std::string::npos);
 }
 
+TEST_CASE("a waiting client gets a backend that comes into service without any session ending")
+{
+    // Two capped backends, the second in maint: the first is full and a
+    // client waits. Setting the second ready ends no session and frees no
+    // slot, yet the waiter must get it: the control thread offers capacity
+    // that appears (up, ready, a reload raising a cap) every tick.
+    CountingBackend full;
+    CountingBackend spare;
+    Sluice sluice(fmt::format(
+        "[global]\nworkers = 2\n\n[admin]\nsocket = \"@DIR@/admin.sock\"\n\n"
+        "[[listeners]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n\n"
+        "[pools.p]\nqueue_timeout = \"20s\"\n"
+        "backends = [{{ address = \"{}\", name = \"full\", max_connections = 1 }},\n"
+        "            {{ address = \"{}\", name = \"spare\", max_connections = 1 }}]\n",
+        full.server.address(), spare.server.address()));
+    const std::uint16_t port = sluice.port("front");
+    AdminClient admin(sluice.dir() + "/admin.sock");
+    REQUIRE(admin.command("set server p/spare state maint").find("error") == std::string::npos);
+
+    Fd held = echoed(port, "held\n");
+    Fd waiter(connect_tcp(port));
+    set_receive_timeout(waiter, 10s);
+    send_all(waiter, "waited\n");
+    REQUIRE(waiting(admin, 1));
+    CHECK(spare.accepted.load() == 0);
+
+    REQUIRE(admin.command("set server p/spare state ready").find("error") == std::string::npos);
+    CHECK(recv_exact(waiter, 7) == "waited\n");  // well before queue_timeout (20 s)
+    CHECK(spare.accepted.load() == 1);
+    CHECK(full.accepted.load() == 1);
+    CHECK(waiting(admin, 0));
+}
+
 TEST_CASE("a client still waiting at queue_timeout is closed with end=queue-timeout, without reaching the backend")
 {
     CappedPool pool(1, "queue_timeout = \"300ms\"");
