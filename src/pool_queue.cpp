@@ -9,7 +9,7 @@ namespace sluice {
 bool PoolQueue::slot_freed(BackendTable& table, BackendId backend, std::int64_t now_ms)
 {
     // Pairs with announce(): the caller's release is ordered before this load.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    store_load_barrier();
     if (length_.load(std::memory_order_relaxed) == 0) [[likely]]
         return false;
     std::lock_guard lock(mutex_);

@@ -98,7 +98,8 @@ TEST_CASE("name discovery gives one backend per address, named ip:port")
     Config base = config_of("[pools.p]\ndiscover = { name = \"many.internal\", port = 6379, weight = 4 }\n");
     DnsAnswers answers;
     answers.names["many.internal"] = NameAnswer{NameStatus::Resolved, {ip("10.0.0.1"), ip("[fd00::1]")}};
-    const auto& backends = apply_answers(base, answers).pools[0].backends;
+    const Config applied = apply_answers(base, answers);  // kept: backends refers into it
+    const auto& backends = applied.pools[0].backends;
     REQUIRE(backends.size() == 2);
     CHECK(backends[0].name == "10.0.0.1:6379");
     CHECK(backends[1].name == "[fd00::1]:6379");
