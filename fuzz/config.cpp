@@ -55,7 +55,7 @@ void check_pool(const sluice::PoolConfig& pool)
 {
     FUZZ_CHECK(!pool.name.empty() && pool.name.find('/') == std::string::npos && one_line(pool.name));
     FUZZ_CHECK(pool.connect_timeout.count() > 0 && pool.fail_timeout.count() > 0);
-    FUZZ_CHECK(!pool.backends.empty());
+    FUZZ_CHECK(!pool.backends.empty() || pool.discover);  // discover-only pools fill in at run time
     if (pool.health) {
         FUZZ_CHECK(pool.health->interval.count() > 0 && pool.health->timeout.count() > 0);
         if (pool.health->kind == sluice::HealthCheckConfig::Kind::Udp)
@@ -63,13 +63,17 @@ void check_pool(const sluice::PoolConfig& pool)
     }
     for (std::size_t i = 0; i < pool.backends.size(); ++i) {
         const sluice::BackendConfig& backend = pool.backends[i];
-        FUZZ_CHECK(!backend.address.empty() && backend.address.port() != 0);
+        // A literal address, or a DNS name (resolved later: no address yet).
+        if (backend.host.empty())
+            FUZZ_CHECK(!backend.address.empty() && backend.address.port() != 0);
+        else
+            FUZZ_CHECK(backend.address.empty() && backend.port != 0);
         FUZZ_CHECK(backend.weight >= 1 && backend.weight <= 256);
         FUZZ_CHECK(one_line(backend.name));
         FUZZ_CHECK(addressable(pool.name, backend.name));
-        FUZZ_CHECK(addressable(pool.name, backend.address.to_string()));
+        FUZZ_CHECK(addressable(pool.name, backend.identity()));
         for (std::size_t j = 0; j < i; ++j) {
-            FUZZ_CHECK(!(pool.backends[j].address == backend.address));
+            FUZZ_CHECK(pool.backends[j].identity() != backend.identity());
             FUZZ_CHECK(pool.backends[j].name != backend.name);
         }
     }
