@@ -4,6 +4,8 @@
 
 #include "balance/algorithms.h"
 
+#include <cassert>
+
 namespace sluice {
 
 std::uint64_t backend_identity(std::string_view name) noexcept
@@ -19,12 +21,14 @@ std::uint64_t backend_identity(std::string_view name) noexcept
 }
 
 std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<BackendId> members,
-                                        const BackendTable& table, std::vector<std::uint64_t> identities)
+                                        const BackendTable& table, std::shared_ptr<const IpHashLookup> ip_hash)
 {
     switch (algorithm) {
     case BalanceAlgorithm::RoundRobin: return balance::make_round_robin(std::move(members), table);
     case BalanceAlgorithm::LeastConn: return balance::make_least_conn(std::move(members), table);
-    case BalanceAlgorithm::IpHash: return balance::make_ip_hash(std::move(members), std::move(identities), table);
+    case BalanceAlgorithm::IpHash:
+        assert(ip_hash && "ip_hash needs its member set's IpHashLookup");
+        return balance::make_ip_hash(std::move(ip_hash), table);
     case BalanceAlgorithm::Random: return balance::make_random(std::move(members), table);
     }
     // Unreachable for a valid enum; the config parser only produces those.
@@ -33,11 +37,11 @@ std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<
 
 PoolBalancer::PoolBalancer(BalanceAlgorithm algorithm, std::vector<BackendId> primaries,
                            std::vector<BackendId> backups, const BackendTable& table,
-                           std::vector<std::uint64_t> primary_identities,
-                           std::vector<std::uint64_t> backup_identities)
-    : primaries_(make_balancer(algorithm, std::move(primaries), table, std::move(primary_identities))),
+                           std::shared_ptr<const IpHashLookup> primary_lookup,
+                           std::shared_ptr<const IpHashLookup> backup_lookup)
+    : primaries_(make_balancer(algorithm, std::move(primaries), table, std::move(primary_lookup))),
       backups_(backups.empty() ? nullptr
-                               : make_balancer(algorithm, std::move(backups), table, std::move(backup_identities)))
+                               : make_balancer(algorithm, std::move(backups), table, std::move(backup_lookup)))
 {
 }
 

@@ -308,6 +308,20 @@ std::string address_problem(std::string_view text)
 
 } // namespace
 
+std::optional<std::string> ip_hash_size_problem(const PoolConfig& pool)
+{
+    if (pool.balance != BalanceAlgorithm::IpHash)
+        return std::nullopt;
+    const auto backups = static_cast<std::size_t>(
+        std::count_if(pool.backends.begin(), pool.backends.end(), [](const BackendConfig& b) { return b.backup; }));
+    const std::size_t primaries = pool.backends.size() - backups;
+    if (primaries <= kIpHashMaxBackends && backups <= kIpHashMaxBackends)
+        return std::nullopt;
+    return fmt::format("pool \"{}\": {} {} backends, expected at most {} with balance = \"ip_hash\"", pool.name,
+                       std::max(primaries, backups), primaries > kIpHashMaxBackends ? "primary" : "backup",
+                       kIpHashMaxBackends);
+}
+
 std::optional<std::string> dns_name_problem(std::string_view name)
 {
     if (name.ends_with('.'))
@@ -870,6 +884,8 @@ private:
         std::size_t backends = 0;
         for (auto& entry : found) {
             backends += entry.second.backends.size();
+            if (auto problem = ip_hash_size_problem(entry.second))
+                diag_.report(entry.first, *problem);
             pools.push_back(std::move(entry.second));
         }
         // The same limit the start applies (the backend table's size), so

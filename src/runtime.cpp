@@ -49,6 +49,21 @@ HealthReason down_reason(NameStatus status) noexcept
 
 namespace {
 
+// ip_hash: the lookup over `members`, the previous generation's when it was
+// over the same members and names (no rebuild), else a new one (built here,
+// on the control thread). Null for other algorithms. An empty set (a
+// discovered pool shrunk to nothing) gets one too: it picks nothing.
+std::shared_ptr<IpHashLookup> ip_hash_lookup(const PoolConfig& pool, const std::vector<BackendId>& members,
+                                             const std::vector<std::uint64_t>& identities,
+                                             const std::shared_ptr<IpHashLookup>& previous, const BackendTable& table)
+{
+    if (pool.balance != BalanceAlgorithm::IpHash)
+        return nullptr;
+    if (previous && previous->same_members(members, identities))
+        return previous;
+    return std::make_shared<IpHashLookup>(members, identities, table);
+}
+
 std::optional<BackendId> previous_slot(const Runtime* previous, const PoolConfig& pool,
                                        const BackendConfig& backend)
 {
@@ -77,7 +92,16 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
     for (std::size_t p = 0; p < runtime->config.pools.size(); ++p) {
         const PoolConfig& pool_config = runtime->config.pools[p];
         PoolRuntime& pool = runtime->pools[p];
+        // --check catches listed backends; a discovery answer can grow past it.
+        if (auto problem = ip_hash_size_problem(pool_config)) {
+            for (BackendId taken : allocated)
+                table.free(taken);
+            if (error)
+                *error = *problem;
+            return nullptr;
+        }
         pool.config = &pool_config;
+        std::vector<std::uint64_t> primary_identities, backup_identities;  // backend_identity, parallel
         for (const BackendConfig& backend : pool_config.backends) {
             std::optional<BackendId> id = previous_slot(previous, pool_config, backend);
             if (id) {
@@ -119,10 +143,14 @@ std::shared_ptr<Runtime> build_runtime(Config config, BackendTable& table, const
             // down with the reason) but no balancer picks it.
             if (backend.usable_address()) {
                 (backend.backup ? pool.backups : pool.primaries).push_back(*id);
-                (backend.backup ? pool.backup_identities : pool.primary_identities)
-                    .push_back(backend_identity(backend.name));
+                (backend.backup ? backup_identities : primary_identities).push_back(backend_identity(backend.name));
             }
         }
+        const PoolRuntime* old_pool = previous ? previous->find_pool(pool_config.name) : nullptr;
+        pool.primary_lookup = ip_hash_lookup(pool_config, pool.primaries, primary_identities,
+                                             old_pool ? old_pool->primary_lookup : nullptr, table);
+        pool.backup_lookup = ip_hash_lookup(pool_config, pool.backups, backup_identities,
+                                            old_pool ? old_pool->backup_lookup : nullptr, table);
     }
     return runtime;
 }

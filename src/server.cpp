@@ -8,8 +8,10 @@
 #include "sluice/socket.h"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <fmt/ranges.h>
+#include <limits>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <thread>
@@ -62,6 +64,11 @@ Server::Server(Config config) : initial_config_(std::move(config)), shared_(std:
     drain_timer_.bind<Server, &Server::on_drain_tick>(control_loop_, this);
     retire_timer_.bind<Server, &Server::on_retire_tick>(control_loop_, this);
     service_timer_.bind<Server, &Server::on_service_tick>(control_loop_, this);
+    table_changed_.bind<Server, &Server::refresh_ip_hash>(control_loop_, this);
+    table_changed_.start();
+    ip_hash_expiry_.bind<Server, &Server::refresh_ip_hash>(control_loop_, this);
+    // Set before any other thread exists; every later change wakes the loop.
+    shared_->table.set_change_listener([this] { table_changed_.send(); });
     process_.started_ms = monotonic_ms();
 }
 
@@ -71,6 +78,9 @@ Server::~Server()
         worker->shutdown();
         worker->join();
     }
+    // No thread changes the table any more (the prober and the admin stopped
+    // in run()); the watcher it wakes goes before the table does.
+    shared_->table.set_change_listener(nullptr);
 }
 
 bool Server::open_listener_sockets(const ListenerConfig& listener, SocketAddress& bound,
@@ -241,6 +251,32 @@ void Server::on_service_tick()
         if (!primary_usable)
             pool.queue->offer_free_slots(shared_->table, pool.backups, now_ms);
     }
+}
+
+void Server::refresh_ip_hash()
+{
+    if (!runtime_)
+        return;
+    const std::int64_t now_ms = monotonic_ms();
+    std::int64_t next_expiry_ms = std::numeric_limits<std::int64_t>::max();
+    for (const PoolRuntime& pool : runtime_->pools) {
+        for (IpHashLookup* lookup : {pool.primary_lookup.get(), pool.backup_lookup.get()}) {
+            if (!lookup)
+                continue;
+            const auto started = std::chrono::steady_clock::now();
+            if (lookup->refresh(now_ms)) {
+                const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - started;
+                log::debug("pool {}: ip_hash {} table rebuilt: {} of {} backends in it, {:.1f} ms",
+                           pool.config->name, lookup == pool.primary_lookup.get() ? "primaries" : "backups",
+                           lookup->latest()->members_in_table, lookup->members().size(), took.count());
+            }
+            next_expiry_ms = std::min(next_expiry_ms, lookup->next_expiry_ms());
+        }
+    }
+    if (next_expiry_ms == std::numeric_limits<std::int64_t>::max())
+        ip_hash_expiry_.stop();
+    else  // 1 ms past it, in case the loop's clock runs a little early
+        ip_hash_expiry_.start(static_cast<double>(next_expiry_ms - now_ms + 1) / 1000.0);
 }
 
 void Server::on_signal(int)

@@ -149,6 +149,7 @@ void Server::publish(std::shared_ptr<Runtime> next, std::vector<std::vector<List
     runtime_ = std::move(next);
     log::configure(runtime_->config.global.log_level, runtime_->config.global.log_format);
     watch_service();
+    refresh_ip_hash();  // anything that changed since build_runtime built the lookups
     process_.generation.store(runtime_->generation, std::memory_order_relaxed);
 }
 

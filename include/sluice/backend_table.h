@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -159,12 +160,23 @@ public:
     // Changes whenever health, admin state or weight of any backend changes, so
     // a balancer with derived state (Maglev's lookup table) knows to rebuild.
     std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
+    // Called right after every version change, on the thread that made it (a
+    // worker's passive mark-down, the prober, the admin, the control thread).
+    // Set once, before other threads use the table; must be cheap and
+    // thread-safe: the server's wakes its control loop (ev_async_send) to
+    // rebuild ip_hash lookups there, never on the thread that changed the table.
+    void set_change_listener(std::function<void()> listener) { change_listener_ = std::move(listener); }
 
     const BackendSlot& slot(BackendId id) const noexcept { return slots_[id]; }
     BackendSlot& slot(BackendId id) noexcept { return slots_[id]; }
 
 private:
-    void bump_version() noexcept { version_.fetch_add(1, std::memory_order_acq_rel); }
+    void bump_version() noexcept
+    {
+        version_.fetch_add(1, std::memory_order_acq_rel);
+        if (change_listener_)
+            change_listener_();
+    }
 
     std::unique_ptr<BackendSlot[]> slots_;
     // Every slot below it is in use (control thread only): allocate() still
@@ -173,6 +185,7 @@ private:
     std::size_t next_free_hint_ = 0;
     std::unique_ptr<BackendLimits[]> limits_;  // beside slots_, same index
     alignas(64) std::atomic<std::uint64_t> version_{1};
+    std::function<void()> change_listener_;
 };
 
 // One worker's counts per backend: sessions started, bytes each way. Kept out

@@ -2,14 +2,16 @@
 //
 // One algorithm per file in src/balance/, all behind this interface; only the
 // factory (make_balancer) knows the list. Each worker owns its own instances, so
-// per-algorithm state (round-robin position, Maglev table) needs no lock. Global
-// facts (health, admin state, weights, active sessions) are read from the
-// BackendTable.
+// per-algorithm state (round-robin position, fallback scratch) needs no lock.
+// Global facts (health, admin state, weights, active sessions) are read from
+// the BackendTable. The one costly derived structure, ip_hash's Maglev table,
+// is built off the workers and shared (IpHashLookup).
 #pragma once
 
 #include "sluice/addr.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/ip_hash_lookup.h"
 
 #include <memory>
 #include <optional>
@@ -42,20 +44,22 @@ public:
 // reload) with the same names and weights maps each client to the same backend.
 std::uint64_t backend_identity(std::string_view name) noexcept;
 
-// One algorithm over one set of backends (ids into `table`). `identities` is
-// parallel to `members` (backend_identity of each). The table must outlive
-// the balancer.
+// One algorithm over one set of backends (ids into `table`). ip_hash takes its
+// members from `ip_hash`, the member set's shared lookup (required for it,
+// ignored by the others). The table must outlive the balancer.
 std::unique_ptr<Balancer> make_balancer(BalanceAlgorithm algorithm, std::vector<BackendId> members,
-                                        const BackendTable& table, std::vector<std::uint64_t> identities);
+                                        const BackendTable& table,
+                                        std::shared_ptr<const IpHashLookup> ip_hash = nullptr);
 
 // A pool's balancer: the algorithm over the primaries, and the same algorithm
 // over the backups, consulted only while no primary is usable.
 class PoolBalancer {
 public:
-    // The identities are parallel to primaries and backups (make_balancer).
+    // The lookups: ip_hash's, over primaries and over backups (make_balancer).
     PoolBalancer(BalanceAlgorithm algorithm, std::vector<BackendId> primaries,
                  std::vector<BackendId> backups, const BackendTable& table,
-                 std::vector<std::uint64_t> primary_identities, std::vector<std::uint64_t> backup_identities);
+                 std::shared_ptr<const IpHashLookup> primary_lookup = nullptr,
+                 std::shared_ptr<const IpHashLookup> backup_lookup = nullptr);
     std::optional<BackendId> pick(const PickContext& ctx);
 
 private:

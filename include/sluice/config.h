@@ -256,6 +256,13 @@ ConfigResult parse_config(std::string_view text, std::string_view source_name);
 // owner names), or nullopt when its syntax is fine. Nothing is resolved.
 std::optional<std::string> dns_name_problem(std::string_view name);
 
+// ip_hash indexes a pool's primaries, and its backups, with 16 bits: at most
+// 65,534 of each. The problem with `pool` (its current backends, listed or
+// discovered), or nullopt. Checked by --check, at start and reload, and for
+// every discovery answer (which is then not applied).
+inline constexpr std::size_t kIpHashMaxBackends = 65'534;
+std::optional<std::string> ip_hash_size_problem(const PoolConfig& pool);
+
 // Reads and parses a file. A missing or unreadable file is one error.
 ConfigResult load_config_file(const std::string& path);
 

@@ -120,6 +120,45 @@ private:
     ev_io io_;
 };
 
+// Wakes its loop from any thread and calls (owner->*Method)() there. Sends
+// that arrive before the call coalesce into one; a send before start() is lost.
+class AsyncWatcher {
+public:
+    AsyncWatcher() { ev_init(&async_, nullptr); }
+    ~AsyncWatcher() { stop(); }
+    AsyncWatcher(const AsyncWatcher&) = delete;
+    AsyncWatcher& operator=(const AsyncWatcher&) = delete;
+
+    // Loop thread.
+    template <typename Owner, void (Owner::*Method)()>
+    void bind(EventLoop& loop, Owner* owner)
+    {
+        loop_ = loop.raw();
+        async_.data = owner;
+        auto* callback = &thunk<Owner, Method>;
+        ev_async_init(&async_, callback);
+    }
+    void start() noexcept { ev_async_start(loop_, &async_); }
+    void stop() noexcept
+    {
+        if (loop_ && ev_is_active(&async_))
+            ev_async_stop(loop_, &async_);
+    }
+    // Any thread; async-signal-safe, no allocation. Writes the loop's wakeup
+    // descriptor only when no send is pending yet.
+    void send() noexcept { ev_async_send(loop_, &async_); }
+
+private:
+    template <typename Owner, void (Owner::*Method)()>
+    static void thunk(struct ev_loop*, ev_async* w, int)
+    {
+        (static_cast<Owner*>(w->data)->*Method)();
+    }
+
+    struct ev_loop* loop_ = nullptr;
+    ev_async async_;
+};
+
 // A one-shot or repeating timer; calls (owner->*Method)().
 class TimerWatcher {
 public:

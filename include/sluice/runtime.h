@@ -9,6 +9,7 @@
 #include "sluice/access_log.h"
 #include "sluice/backend_table.h"
 #include "sluice/config.h"
+#include "sluice/ip_hash_lookup.h"
 #include "sluice/pool_queue.h"
 #include "sluice/stats.h"
 
@@ -28,9 +29,13 @@ struct PoolRuntime {
     std::unordered_map<BackendId, std::size_t> index_of;  // id -> index in backend_ids (pools of 10,000 exist)
     std::vector<BackendId> primaries;
     std::vector<BackendId> backups;
-    // backend_identity of each backend's name, parallel to primaries and backups.
-    std::vector<std::uint64_t> primary_identities;
-    std::vector<std::uint64_t> backup_identities;
+    // ip_hash pools: the Maglev lookups over primaries and over backups
+    // (null for other algorithms), built by the control thread
+    // and shared by every worker's balancer. Kept by the next generation
+    // when the set and its names are the same, so a reload or a DNS change
+    // elsewhere rebuilds nothing (ip_hash_lookup.h).
+    std::shared_ptr<IpHashLookup> primary_lookup;
+    std::shared_ptr<IpHashLookup> backup_lookup;
     // Set while every backend of the pool is unusable, so "no backend" is
     // logged once per state change, not once per connection. Any worker may
     // flip it; the exchange decides which one logs.

@@ -55,6 +55,11 @@ private:
     void publish(std::shared_ptr<Runtime> next, std::vector<std::vector<ListenerHandoff>> handoffs);
     // Control thread: the resolver's answers changed; publishes them.
     void on_names_changed();
+    // Control thread: rebuilds the current generation's ip_hash lookups whose
+    // usable set changed, and arms ip_hash_expiry_ for the next passive
+    // mark-down to run out. Woken by table_changed_ (any thread changed a
+    // backend's health, admin state or weight), so workers never build.
+    void refresh_ip_hash();
     // Watches the generation now in runtime_ for on_down/on_up edges.
     void watch_service();
     void on_service_tick();
@@ -85,6 +90,8 @@ private:
     TimerWatcher retire_timer_;
     ServiceWatch service_watch_{shared_->table};
     TimerWatcher service_timer_;
+    AsyncWatcher table_changed_;   // BackendTable's change listener sends it
+    TimerWatcher ip_hash_expiry_;  // the next passive mark-down an ip_hash table must drop
     UniqueFd signal_fd_;
     IoWatcher signal_io_;
     TimerWatcher drain_timer_;

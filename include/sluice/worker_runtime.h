@@ -17,7 +17,7 @@ struct PoolPicker {
     PoolPicker(const PoolRuntime& runtime, const BackendTable& table)
         : runtime(&runtime)
         , balancer(runtime.config->balance, runtime.primaries, runtime.backups, table,
-                   runtime.primary_identities, runtime.backup_identities)
+                   runtime.primary_lookup, runtime.backup_lookup)
     {
     }
     const PoolRuntime* runtime;

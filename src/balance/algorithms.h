@@ -13,9 +13,8 @@ namespace sluice::balance {
 
 std::unique_ptr<Balancer> make_round_robin(std::vector<BackendId> members, const BackendTable& table);
 std::unique_ptr<Balancer> make_least_conn(std::vector<BackendId> members, const BackendTable& table);
-// `identities` parallel to `members`: what each backend's permutation is seeded from.
-std::unique_ptr<Balancer> make_ip_hash(std::vector<BackendId> members, std::vector<std::uint64_t> identities,
-                                       const BackendTable& table);
+// The members and their table come from `lookup`, built off the workers.
+std::unique_ptr<Balancer> make_ip_hash(std::shared_ptr<const IpHashLookup> lookup, const BackendTable& table);
 std::unique_ptr<Balancer> make_random(std::vector<BackendId> members, const BackendTable& table);
 
 // True when this session already tried `id`. The span holds at most `retries`

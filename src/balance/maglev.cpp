@@ -102,11 +102,11 @@ void MaglevTable::populate(std::span<const std::uint16_t> weights) noexcept
     }
 }
 
-std::size_t MaglevTable::position_of(std::uint64_t key) const noexcept
+std::size_t MaglevTable::position_in(std::uint64_t key, std::size_t size) noexcept
 {
     // The key (an FNV-1a of the client IP) is mixed again so that nearby
     // addresses spread over the table.
-    return mix64(key ^ kKeySeed) % entries_.size();
+    return mix64(key ^ kKeySeed) % size;
 }
 
 } // namespace sluice::balance

@@ -12,7 +12,8 @@
 // the number up), so members going down and up do not resize the table and move
 // everything.
 //
-// Not thread-safe: each worker owns its instances.
+// Not thread-safe: one builder owns an instance (IpHashLookup, on the control
+// thread) and publishes copies of its entries.
 #pragma once
 
 #include <cstddef>
@@ -59,11 +60,13 @@ public:
 
     std::size_t size() const noexcept { return entries_.size(); }
     std::size_t members() const noexcept { return offsets_.size(); }
-    // The table position a key lands on.
-    std::size_t position_of(std::uint64_t key) const noexcept;
+    // The table position a key lands on, here or in any table of `size` positions.
+    std::size_t position_of(std::uint64_t key) const noexcept { return position_in(key, entries_.size()); }
+    static std::size_t position_in(std::uint64_t key, std::size_t size) noexcept;
     // The member at a position, or kEmpty (only when populate had no member).
     MemberIndex at(std::size_t position) const noexcept { return entries_[position]; }
     MemberIndex lookup(std::uint64_t key) const noexcept { return at(position_of(key)); }
+    const std::vector<MemberIndex>& entries() const noexcept { return entries_; }
 
 private:
     std::vector<MemberIndex> entries_;      // M positions

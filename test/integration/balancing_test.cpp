@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <fmt/format.h>
 #include <map>
@@ -233,6 +234,99 @@ TEST_CASE("ip_hash keeps each of 150 client addresses on one backend across conn
     CHECK(clients_per_backend["a"] >= 25);
     CHECK(clients_per_backend["b"] >= 25);
     CHECK(clients_per_backend["c"] >= 25);
+}
+
+namespace {
+
+// 60 client source addresses (127.0.30.x is all loopback) and the backend
+// each lands on, one session each.
+std::vector<std::string> ip_hash_sources()
+{
+    std::vector<std::string> sources;
+    for (int i = 1; i <= 60; ++i)
+        sources.push_back(fmt::format("127.0.30.{}", i));
+    return sources;
+}
+
+std::vector<std::string> routes(std::uint16_t port, const std::vector<std::string>& sources)
+{
+    std::vector<std::string> out;
+    for (const auto& source : sources)
+        out.push_back(whoami(port, source));
+    return out;
+}
+
+// ip_hash pool "p" of a, b, c with `pool_keys`, an admin socket, and debug
+// logging: the control thread logs each ip_hash table it rebuilds.
+std::string ip_hash_rebuild_config(const std::vector<BackendSpec>& backends, const std::string& pool_keys)
+{
+    std::string config = balancing_config(backends, "balance = \"ip_hash\"\n" + pool_keys);
+    return "[admin]\nsocket = \"@DIR@/admin.sock\"\n\n" + config.replace(config.find("workers"), 0, "log_level = \"debug\"\n");
+}
+
+} // namespace
+
+TEST_CASE("ip_hash: the control thread rebuilds the shared table when a backend leaves and returns; only its clients move")
+{
+    EchoBackend a("a", "whoami"), b("b", "whoami"), c("c", "whoami");
+    Sluice sluice(ip_hash_rebuild_config({{a.address(), "a"}, {b.address(), "b"}, {c.address(), "c"}}, ""));
+    const std::uint16_t port = sluice.port("front");
+    Process& log = sluice.process();
+    AdminClient admin(sluice.dir() + "/admin.sock");
+    const auto sources = ip_hash_sources();
+    const auto before = routes(port, sources);
+    REQUIRE(std::count(before.begin(), before.end(), "c") > 0);
+
+    // Set to maint from the admin thread: the table's change listener wakes
+    // the control thread, which rebuilds once for both workers (no worker
+    // builds; without the wake-up nothing would be logged).
+    REQUIRE(admin.command("set server p/c state maint") == "p/c state maint");
+    INFO(log.output());
+    REQUIRE(log.wait_for_line("pool p: ip_hash primaries table rebuilt: 2 of 3 backends in it", 5s));
+    const auto during = routes(port, sources);
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+        INFO(sources[i] << " was on " << before[i]);
+        if (before[i] == "c")
+            CHECK((during[i] == "a" || during[i] == "b"));
+        else
+            CHECK(during[i] == before[i]);
+    }
+
+    REQUIRE(admin.command("set server p/c state ready") == "p/c state ready");
+    REQUIRE(log.wait_for_line("pool p: ip_hash primaries table rebuilt: 3 of 3 backends in it", 5s));
+    CHECK(routes(port, sources) == before);
+    CHECK(log.count_lines("ip_hash primaries table rebuilt") == 2);
+}
+
+TEST_CASE("ip_hash: when a passive mark-down runs out the table is rebuilt with the backend and its clients return")
+{
+    // No version moves when the mark expires: the control thread's timer for
+    // the lookup's next expiry must rebuild, or c's clients would stay away.
+    EchoBackend a("a", "whoami"), b("b", "whoami");
+    auto c = std::make_unique<EchoBackend>("c", "whoami");
+    const std::string c_address = c->address();
+    Sluice sluice(ip_hash_rebuild_config({{a.address(), "a"}, {b.address(), "b"}, {c_address, "c"}},
+                                         "retries = 2\nmax_fails = 1\nfail_timeout = \"1500ms\""));
+    const std::uint16_t port = sluice.port("front");
+    Process& log = sluice.process();
+    const auto sources = ip_hash_sources();
+    const auto before = routes(port, sources);
+    REQUIRE(std::count(before.begin(), before.end(), "c") > 0);
+
+    c->stop();
+    // c's first client fails over and marks c down; nobody is turned away.
+    const auto during = routes(port, sources);
+    INFO(log.output());
+    REQUIRE(log.wait_for_line("p/c is DOWN", 5s));
+    REQUIRE(log.wait_for_line("pool p: ip_hash primaries table rebuilt: 2 of 3 backends in it", 5s));
+    for (std::size_t i = 0; i < sources.size(); ++i)
+        CHECK(during[i] == (before[i] == "c" ? during[i] : before[i]));
+    CHECK(std::count(during.begin(), during.end(), "") == 0);
+    CHECK(std::count(during.begin(), during.end(), "c") == 0);
+
+    c = std::make_unique<EchoBackend>("c", "whoami", c_address);
+    REQUIRE(log.wait_for_line("pool p: ip_hash primaries table rebuilt: 3 of 3 backends in it", 1500ms + kSlack));
+    CHECK(routes(port, sources) == before);
 }
 
 TEST_CASE("a stopped backend is marked down within fall x interval + timeout and up again after it restarts")

@@ -5,6 +5,7 @@
 #include "sluice/addr.h"
 #include "sluice/backend_table.h"
 #include "sluice/balancer.h"
+#include "sluice/ip_hash_lookup.h"
 
 #include <fmt/format.h>
 
@@ -54,10 +55,19 @@ struct Backends {
         return out;
     }
 
-    std::unique_ptr<Balancer> balancer(BalanceAlgorithm algorithm) const
+    // ip_hash's shared lookup over `members` (a subset of ids), built now on
+    // this thread, the way build_runtime builds it on the control thread.
+    std::shared_ptr<IpHashLookup> lookup_of(const std::vector<BackendId>& members) const
     {
-        return make_balancer(algorithm, ids, *table, identities);
+        return std::make_shared<IpHashLookup>(members, identities_of(members), *table);
     }
+
+    // A balancer over every backend. ip_hash's comes with a lookup of its own
+    // that is refreshed before each pick: the control thread at its most
+    // prompt (Server::refresh_ip_hash runs on every table change). Tests of
+    // what a worker does between a change and its rebuild use
+    // make_balancer with a lookup they refresh themselves.
+    std::unique_ptr<Balancer> balancer(BalanceAlgorithm algorithm) const;
 
     // Index of a picked id in `ids`, or -1.
     int index_of(BackendId id) const
@@ -68,6 +78,31 @@ struct Backends {
         return -1;
     }
 };
+
+// ip_hash with its lookup refreshed before every pick (Backends::balancer).
+class PromptlyRefreshedIpHash final : public Balancer {
+public:
+    PromptlyRefreshedIpHash(std::shared_ptr<IpHashLookup> lookup, const BackendTable& table)
+        : lookup_(std::move(lookup)), balancer_(make_balancer(BalanceAlgorithm::IpHash, {}, table, lookup_))
+    {
+    }
+    std::optional<BackendId> pick(const PickContext& ctx) override
+    {
+        lookup_->refresh(ctx.now_ms);
+        return balancer_->pick(ctx);
+    }
+
+private:
+    std::shared_ptr<IpHashLookup> lookup_;
+    std::unique_ptr<Balancer> balancer_;
+};
+
+inline std::unique_ptr<Balancer> Backends::balancer(BalanceAlgorithm algorithm) const
+{
+    if (algorithm == BalanceAlgorithm::IpHash)
+        return std::make_unique<PromptlyRefreshedIpHash>(lookup_of(ids), *table);
+    return make_balancer(algorithm, ids, *table);
+}
 
 // Picks `count` times, returns how often each member index was chosen; a
 // nullopt pick counts under -1. With `hold`, each pick starts a session that is

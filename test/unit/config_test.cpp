@@ -1745,6 +1745,21 @@ TEST_CASE("--check refuses more backends than the backend table holds, as the st
           == "x.toml:4:1: 100001 backends in all pools, expected at most 100000 (the size of sluice's backend table)");
 }
 
+TEST_CASE("an ip_hash pool takes at most 65,534 primaries and as many backups")
+{
+    const std::string listener = "[[listeners]]\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n";
+    auto ip_hash_pool = [](int count) {
+        std::string pool = pool_of("a", count, 1000);
+        return pool.insert(pool.find('\n') + 1, "balance = \"ip_hash\"\n");
+    };
+    CHECK(parse(listener + ip_hash_pool(65534)).ok());
+    std::vector<std::string> errors = errors_in(listener + ip_hash_pool(65535));
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == "x.toml:4:1: pool \"a\": 65535 primary backends, expected at most 65534 with balance = \"ip_hash\"");
+    // Other algorithms have no such limit.
+    CHECK(parse(listener + pool_of("a", 65535, 1000)).ok());
+}
+
 TEST_CASE("duplicate backends are found among thousands, reported against the first")
 {
     std::string text = "[[listeners]]\nlisten = \"127.0.0.1:0\"\npool = \"a\"\n" + pool_of("a", 4000, 1000);

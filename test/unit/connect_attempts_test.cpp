@@ -35,8 +35,7 @@ struct Pool {
         runtime.primaries = backends.ids;
         runtime.stats = std::make_shared<PoolStats>();
         balancer = std::make_unique<PoolBalancer>(BalanceAlgorithm::RoundRobin, backends.ids,
-                                                  std::vector<BackendId>{}, *backends.table,
-                                                  backends.identities, std::vector<std::uint64_t>{});
+                                                  std::vector<BackendId>{}, *backends.table);
     }
     ConnectAttempts attempts() { return ConnectAttempts(runtime, *balancer, *backends.table, counters); }
 };

@@ -197,7 +197,8 @@ TEST_CASE("a passively down backend gets its clients back when the mark expires"
     auto before = assignment(*ip_hash, kClients);
     REQUIRE(backends.table->record_connect_failure(backends.ids[2], 0, 1, 1'000));
 
-    // No version bump at expiry: the balancer notices the clock on its own.
+    // No version bump at expiry: the lookup's refresh notices the clock (in
+    // sluice, Server's timer for next_expiry_ms calls it then).
     std::uint64_t version = backends.table->version();
     int moved = 0;
     for (int i = 0; i < kClients; ++i) {
@@ -407,7 +408,8 @@ TEST_CASE("ip_hash sends each client to the same backend name whatever the file 
     REQUIRE(a.ids.front() != b_members.front());
 
     auto on_a = a.balancer(BalanceAlgorithm::IpHash);
-    auto on_b = make_balancer(BalanceAlgorithm::IpHash, b_members, *b.table, b_identities);
+    auto on_b = std::make_unique<sluice::test::PromptlyRefreshedIpHash>(
+        std::make_shared<IpHashLookup>(b_members, b_identities, *b.table), *b.table);
     CHECK(names_by_client(*on_a, a_names, 10'000) == names_by_client(*on_b, b_names, 10'000));
 
     // The same backend down on both: still identical, and only its clients moved.

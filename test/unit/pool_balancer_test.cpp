@@ -29,8 +29,10 @@ struct Pool {
 
     PoolBalancer balancer(BalanceAlgorithm algorithm) const
     {
-        return PoolBalancer(algorithm, primaries, backups, *backends.table, backends.identities_of(primaries),
-                            backends.identities_of(backups));
+        const bool ip_hash = algorithm == BalanceAlgorithm::IpHash;
+        return PoolBalancer(algorithm, primaries, backups, *backends.table,
+                            ip_hash ? backends.lookup_of(primaries) : nullptr,
+                            ip_hash ? backends.lookup_of(backups) : nullptr);
     }
     void set_primaries(Health health)
     {
@@ -144,8 +146,7 @@ TEST_CASE("a pool with nothing usable, backups included, picks nothing")
     CHECK_FALSE(balancer.pick({}));
 
     Backends only_primaries = Backends::equal(2);
-    PoolBalancer no_backups(BalanceAlgorithm::Random, only_primaries.ids, {}, *only_primaries.table,
-                            only_primaries.identities, {});
+    PoolBalancer no_backups(BalanceAlgorithm::Random, only_primaries.ids, {}, *only_primaries.table);
     for (BackendId id : only_primaries.ids)
         only_primaries.table->set_health(id, Health::Down, HealthReason::Timeout);
     CHECK_FALSE(no_backups.pick({}));

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
 using namespace sluice;
 
 namespace {
@@ -108,4 +110,80 @@ TEST_CASE("attach_operations reports an access log it cannot open")
     CHECK_FALSE(attach_operations(*runtime, nullptr, 1, &errors));
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].rfind("listener front: cannot open access log /nonexistent-dir/access.log: ", 0) == 0);
+}
+
+TEST_CASE("a new generation keeps an ip_hash pool's lookup while its members and names stay, and builds anew when they change")
+{
+    auto table = std::make_unique<BackendTable>();
+    auto config_with = [](std::vector<std::string> addresses, BalanceAlgorithm balance) {
+        Config c;
+        for (std::string name : {"p", "other"}) {
+            PoolConfig pool;
+            pool.name = name;
+            pool.balance = balance;
+            for (const auto& a : addresses) {
+                BackendConfig b;
+                b.address = *SocketAddress::parse(a);
+                b.name = name + "-" + a;
+                b.backup = a == addresses.back();
+                pool.backends.push_back(b);
+            }
+            c.pools.push_back(pool);
+        }
+        return c;
+    };
+    std::string error;
+    auto first = build_runtime(config_with({"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}, BalanceAlgorithm::IpHash),
+                               *table, nullptr, &error);
+    REQUIRE(first);
+    const PoolRuntime& p1 = first->pools[0];
+    REQUIRE(p1.primary_lookup);
+    REQUIRE(p1.backup_lookup);
+    CHECK(p1.primary_lookup->members().size() == 2);
+    CHECK(p1.backup_lookup->members().size() == 1);
+    CHECK(p1.primary_lookup->builds() == 1);  // built here, by the thread building the generation
+
+    // The same file in another order: same members, same names: kept, no build.
+    auto second = build_runtime(config_with({"10.0.0.2:1", "10.0.0.1:1", "10.0.0.3:1"}, BalanceAlgorithm::IpHash),
+                                *table, first.get(), &error);
+    REQUIRE(second);
+    CHECK(second->pools[0].primary_lookup == p1.primary_lookup);
+    CHECK(second->pools[0].backup_lookup == p1.backup_lookup);
+    CHECK(p1.primary_lookup->builds() == 1);
+
+    // A primary replaced: that set gets a new lookup, the backups keep theirs.
+    auto third = build_runtime(config_with({"10.0.0.4:1", "10.0.0.1:1", "10.0.0.3:1"}, BalanceAlgorithm::IpHash),
+                               *table, second.get(), &error);
+    REQUIRE(third);
+    CHECK(third->pools[0].primary_lookup != p1.primary_lookup);
+    CHECK(third->pools[0].backup_lookup == p1.backup_lookup);
+
+    // Other algorithms have none.
+    auto fourth = build_runtime(config_with({"10.0.0.4:1", "10.0.0.1:1", "10.0.0.3:1"}, BalanceAlgorithm::RoundRobin),
+                                *table, third.get(), &error);
+    REQUIRE(fourth);
+    CHECK_FALSE(fourth->pools[0].primary_lookup);
+    CHECK_FALSE(fourth->pools[0].backup_lookup);
+}
+
+TEST_CASE("a generation whose ip_hash pool grew past 65,534 primaries is refused and gives its slots back")
+{
+    // What a discovery answer can do that --check cannot see.
+    auto table = std::make_unique<BackendTable>();
+    Config config;
+    PoolConfig pool;
+    pool.name = "p";
+    pool.balance = BalanceAlgorithm::IpHash;
+    for (std::size_t i = 0; i <= kIpHashMaxBackends; ++i) {
+        BackendConfig b;
+        b.address = *SocketAddress::parse(fmt::format("10.{}.{}.{}:1", i >> 16, (i >> 8) & 0xff, i & 0xff));
+        b.name = b.address.to_string();
+        pool.backends.push_back(b);
+    }
+    config.pools.push_back(pool);
+    std::string error;
+    CHECK_FALSE(build_runtime(config, *table, nullptr, &error));
+    CHECK(error == "pool \"p\": 65535 primary backends, expected at most 65534 with balance = \"ip_hash\"");
+    // Nothing was taken.
+    CHECK(table->allocate(1) == BackendId{0});
 }
