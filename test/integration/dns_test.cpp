@@ -27,6 +27,7 @@ public:
 
     std::uint16_t port() const noexcept { return port_; }
     std::string resolver() const { return "127.0.0.1:" + std::to_string(port_); }
+    std::string resolver_v6() const { return "[::1]:" + std::to_string(port_); }
 
     // "IP NAME" lines; applied at once (SIGHUP re-reads the hosts file).
     void set_hosts(const std::string& lines)
@@ -54,7 +55,7 @@ private:
         process_ = std::make_unique<Process>(
             "/usr/sbin/dnsmasq",
             std::vector<std::string>{"--keep-in-foreground", "--log-facility=-", "--no-resolv", "--no-hosts", "--port=" + std::to_string(port_),
-                                     "--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
+                                     "--listen-address=127.0.0.1", "--listen-address=::1", "--bind-interfaces", "--local=/test/",
                                      "--addn-hosts=" + dir_.path() + "/hosts", "--conf-file=" + dir_.path() + "/records.conf",
                                      "--pid-file=", "--user=root", "--cache-size=0", "--local-ttl=0"});
         auto started = process_->wait_for_line("read " + dir_.path() + "/hosts", 10s);
@@ -89,9 +90,9 @@ bool served_by(std::uint16_t port, const std::set<std::string>& expected, std::c
         timeout);
 }
 
-std::string config(const Dnsmasq& dns, const std::string& pool)
+std::string config(const Dnsmasq& dns, const std::string& pool, const std::string& resolver = "")
 {
-    return "[global]\nworkers = 2\nresolvers = [\"" + dns.resolver()
+    return "[global]\nworkers = 2\nresolvers = [\"" + (resolver.empty() ? dns.resolver() : resolver)
         + "\"]\ndns_min_ttl = \"100ms\"\n[admin]\nsocket = \"@DIR@/admin.sock\"\n"
           "[[listeners]]\nname = \"front\"\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n"
           "[pools.p]\nconnect_timeout = \"1s\"\nmax_fails = 0\n"
@@ -134,6 +135,41 @@ TEST_CASE("a backend name follows its A record without a reload; a running sessi
     // The session that started on a is still on a: it echoes.
     send_all(held, "still here\n");
     CHECK(recv_line(held) == "still here");
+}
+
+TEST_CASE("AAAA answers: a name with only an IPv6 address, and name discovery over A and AAAA records")
+{
+    Dnsmasq dns;
+    EchoBackend four("four", "whoami", "127.0.0.2:0");
+    const std::string port = std::to_string(four.port());
+    EchoBackend six("six", "whoami", "[::1]:" + port);
+    dns.set_hosts("::1 v6only.test\n127.0.0.2 both.test\n::1 both.test\n");
+
+    SECTION("a backend name that has only an AAAA record")
+    {
+        Sluice sluice(config(dns, "backends = [{ address = \"v6only.test:" + port + "\" }]\n"));
+        CHECK(served_by(sluice.port("front"), {"six"}));
+        const std::string servers = show_servers(sluice);
+        INFO(servers);
+        CHECK(servers.find("[::1]:" + port) != std::string::npos);
+    }
+    SECTION("a resolver on an IPv6 address")
+    {
+        Sluice sluice(config(dns, "backends = [{ address = \"both.test:" + port + "\" }]\n", dns.resolver_v6()));
+        // Of several addresses the lowest is used: 127.0.0.2 sorts before ::1.
+        CHECK(served_by(sluice.port("front"), {"four"}));
+        CHECK(sluice.process().count_lines("resolver timeout") == 0);
+    }
+    SECTION("discover by name: one backend per A and per AAAA record")
+    {
+        Sluice sluice(config(dns, "discover = { name = \"both.test\", port = " + port + " }\n"));
+        CHECK(served_by(sluice.port("front"), {"four", "six"}));
+        const std::string servers = show_servers(sluice);
+        INFO(servers);
+        // Named ip:port, one row each.
+        CHECK(servers.find("p     127.0.0.2:" + port + "  127.0.0.2:" + port) != std::string::npos);
+        CHECK(servers.find("p     [::1]:" + port + "      [::1]:" + port) != std::string::npos);
+    }
 }
 
 TEST_CASE("a name that does not resolve at start is down with NXDOMAIN and comes up once it resolves")
