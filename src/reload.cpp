@@ -31,13 +31,15 @@ std::vector<std::optional<std::size_t>> match_listeners(const Config& current, c
 
 std::vector<BackendId> removed_backends(const Runtime& previous, const Runtime& next)
 {
-    std::vector<BackendId> still_used;
+    // One flag per table slot: linear in the backends, for pools of thousands.
+    std::vector<bool> still_used(BackendTable::kCapacity, false);
     for (const PoolRuntime& pool : next.pools)
-        still_used.insert(still_used.end(), pool.backend_ids.begin(), pool.backend_ids.end());
+        for (BackendId id : pool.backend_ids)
+            still_used[id] = true;
     std::vector<BackendId> removed;
     for (const PoolRuntime& pool : previous.pools)
         for (BackendId id : pool.backend_ids)
-            if (std::find(still_used.begin(), still_used.end(), id) == still_used.end())
+            if (!still_used[id])
                 removed.push_back(id);
     return removed;
 }

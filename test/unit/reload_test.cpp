@@ -187,3 +187,35 @@ TEST_CASE("a generation whose ip_hash pool grew past 65,534 primaries is refused
     // Nothing was taken.
     CHECK(table->allocate(1) == BackendId{0});
 }
+
+TEST_CASE("a generation that does not fit in the backend table is refused, the running one keeps its slots")
+{
+    // A discovery answer or a reload may ask for more slots than are free:
+    // build_runtime gives back what it took, and the current generation stays.
+    auto table = std::make_unique<BackendTable>();
+    auto config_with = [](std::size_t first, std::size_t count) {
+        Config config;
+        PoolConfig pool;
+        pool.name = "p";
+        for (std::size_t i = first; i < first + count; ++i) {
+            BackendConfig b;
+            b.address = *SocketAddress::parse(fmt::format("10.{}.{}.{}:1", i >> 16, (i >> 8) & 0xff, i & 0xff));
+            b.name = b.address.to_string();
+            pool.backends.push_back(b);
+        }
+        config.pools.push_back(pool);
+        return config;
+    };
+    std::string error;
+    auto running = build_runtime(config_with(0, BackendTable::kCapacity - 10), *table, nullptr, &error);
+    REQUIRE(running);
+    // 20 new backends beside the running ones: 10 fit, then the table is full.
+    auto next = build_runtime(config_with(0, BackendTable::kCapacity + 10), *table, running.get(), &error);
+    CHECK_FALSE(next);
+    CHECK(error == "too many backends: the backend table holds 100000");
+    // The 10 taken were given back; the running generation's slots are untouched.
+    for (int i = 0; i < 10; ++i)
+        CHECK(table->allocate(1));
+    CHECK_FALSE(table->allocate(1));
+    CHECK(table->slot(running->pools[0].backend_ids.back()).in_use.load());
+}
