@@ -1,6 +1,9 @@
 #include "sluice/runtime.h"
 
 #include "sluice/balancer.h"
+#include "sluice/log.h"
+
+#include <chrono>
 #include <algorithm>
 #include <cstdint>
 
@@ -61,7 +64,12 @@ std::shared_ptr<IpHashLookup> ip_hash_lookup(const PoolConfig& pool, const std::
         return nullptr;
     if (previous && previous->same_members(members, identities))
         return previous;
-    return std::make_shared<IpHashLookup>(members, identities, table);
+    const auto started = std::chrono::steady_clock::now();
+    auto lookup = std::make_shared<IpHashLookup>(members, identities, table);
+    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - started;
+    log::debug("pool {}: ip_hash table built for {} backends: {} in it, {:.1f} ms", pool.name, members.size(),
+               lookup->latest()->members_in_table, took.count());
+    return lookup;
 }
 
 // The slots `previous` gave the backends of pool `name`, by identity: a
