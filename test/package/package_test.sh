@@ -84,6 +84,10 @@ step "build"
 deb=$("$source_root/scripts/package" | tail -n 1)
 [ -f "$deb" ] || fail "scripts/package did not print a .deb path last (got '$deb')"
 echo "$deb"
+# scripts/package fails on lintian errors; this warning is checked too:
+# every program the package installs has its man page.
+missing_man=$(lintian --tags no-manual-page "$deb" || true)
+[ -z "$missing_man" ] || fail "lintian: programs without a man page: $missing_man"
 
 step "install"
 dpkg -i "$deb"
@@ -91,7 +95,8 @@ for f in /usr/sbin/sluice /usr/bin/sluicectl /usr/bin/sluice-bench /usr/bin/slui
   [ -x "$f" ] || fail "$f is not installed"
 done
 for f in /lib/systemd/system/sluice.service /usr/lib/sysusers.d/sluice.conf \
-         /usr/share/man/man8/sluice.8.gz /usr/share/man/man1/sluicectl.1.gz; do
+         /usr/share/man/man8/sluice.8.gz /usr/share/man/man1/sluicectl.1.gz \
+         /usr/share/man/man1/sluice-echo.1.gz /usr/share/man/man1/sluice-bench.1.gz; do
   [ -f "$f" ] || fail "$f is not installed"
 done
 dpkg-query -W -f='${Conffiles}\n' sluice | grep -q "^ /etc/sluice/sluice.toml " \
