@@ -3,7 +3,6 @@
 #include "sluice/balancer.h"
 #include "sluice/log.h"
 
-#include <chrono>
 #include <algorithm>
 #include <cstdint>
 
@@ -64,11 +63,9 @@ std::shared_ptr<IpHashLookup> ip_hash_lookup(const PoolConfig& pool, const std::
         return nullptr;
     if (previous && previous->same_members(members, identities))
         return previous;
-    const auto started = std::chrono::steady_clock::now();
     auto lookup = std::make_shared<IpHashLookup>(members, identities, table);
-    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - started;
     log::debug("pool {}: ip_hash table built for {} backends: {} in it, {:.1f} ms", pool.name, members.size(),
-               lookup->latest()->members_in_table, took.count());
+               lookup->latest()->members_in_table, lookup->last_build_ms());
     return lookup;
 }
 

@@ -8,7 +8,6 @@
 #include "sluice/socket.h"
 
 #include <algorithm>
-#include <chrono>
 #include <csignal>
 #include <fmt/ranges.h>
 #include <limits>
@@ -263,13 +262,10 @@ void Server::refresh_ip_hash()
         for (IpHashLookup* lookup : {pool.primary_lookup.get(), pool.backup_lookup.get()}) {
             if (!lookup)
                 continue;
-            const auto started = std::chrono::steady_clock::now();
-            if (lookup->refresh(now_ms)) {
-                const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - started;
+            if (lookup->refresh(now_ms))
                 log::debug("pool {}: ip_hash {} table rebuilt: {} of {} backends in it, {:.1f} ms",
                            pool.config->name, lookup == pool.primary_lookup.get() ? "primaries" : "backups",
-                           lookup->latest()->members_in_table, lookup->members().size(), took.count());
-            }
+                           lookup->latest()->members_in_table, lookup->members().size(), lookup->last_build_ms());
             next_expiry_ms = std::min(next_expiry_ms, lookup->next_expiry_ms());
         }
     }

@@ -78,6 +78,8 @@ public:
     // (INT64_MAX: none): the builder refreshes then, since an expiry moves no
     // version.
     std::int64_t next_expiry_ms() const noexcept { return next_expiry_ms_; }
+    // How long the latest build took (wall ms), for the builder's log line.
+    double last_build_ms() const noexcept { return last_build_ms_; }
 
     // --- any thread ---
     // Bumped after every publish: a worker compares it to the serial it last
@@ -103,6 +105,7 @@ private:
     std::vector<std::uint16_t> scan_weights_;
     std::uint64_t built_version_ = 0;
     std::int64_t next_expiry_ms_ = 0;
+    double last_build_ms_ = 0;
 
     // Held for a pointer copy (latest) or swap (publish), nothing longer.
     mutable std::mutex latest_mutex_;

@@ -6,6 +6,7 @@
 #include "maglev.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <numeric>
 #include <utility>
@@ -111,6 +112,7 @@ bool IpHashLookup::refresh_now(std::int64_t now_ms, bool force)
     // count's neighbour) builds nothing.
     if (!force && scan_weights_ == built_weights_)
         return false;
+    const auto started = std::chrono::steady_clock::now();
     built_weights_.swap(scan_weights_);
     maglev_->populate(built_weights_);
     auto build = std::make_shared<Build>();
@@ -124,6 +126,7 @@ bool IpHashLookup::refresh_now(std::int64_t now_ms, bool force)
     // After the swap: a worker that sees the new serial finds the new build.
     serial_.fetch_add(1, std::memory_order_release);
     builds_.fetch_add(1, std::memory_order_relaxed);
+    last_build_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
     return true;
 }
 

@@ -166,23 +166,34 @@ TEST_CASE("a new generation keeps an ip_hash pool's lookup while its members and
     CHECK_FALSE(fourth->pools[0].backup_lookup);
 }
 
-TEST_CASE("a generation whose ip_hash pool grew past 65,534 primaries is refused and gives its slots back")
+namespace {
+
+// One pool "p" of `count` backends on 10.x.y.z:1 (one address per index),
+// for generations of tens of thousands of backends.
+Config numbered_pool(std::size_t count, BalanceAlgorithm balance = BalanceAlgorithm::RoundRobin)
 {
-    // What a discovery answer can do that --check cannot see.
-    auto table = std::make_unique<BackendTable>();
     Config config;
     PoolConfig pool;
     pool.name = "p";
-    pool.balance = BalanceAlgorithm::IpHash;
-    for (std::size_t i = 0; i <= kIpHashMaxBackends; ++i) {
+    pool.balance = balance;
+    for (std::size_t i = 0; i < count; ++i) {
         BackendConfig b;
         b.address = *SocketAddress::parse(fmt::format("10.{}.{}.{}:1", i >> 16, (i >> 8) & 0xff, i & 0xff));
         b.name = b.address.to_string();
         pool.backends.push_back(b);
     }
     config.pools.push_back(pool);
+    return config;
+}
+
+} // namespace
+
+TEST_CASE("a generation whose ip_hash pool grew past 65,534 primaries is refused and gives its slots back")
+{
+    // What a discovery answer can do that --check cannot see.
+    auto table = std::make_unique<BackendTable>();
     std::string error;
-    CHECK_FALSE(build_runtime(config, *table, nullptr, &error));
+    CHECK_FALSE(build_runtime(numbered_pool(kIpHashMaxBackends + 1, BalanceAlgorithm::IpHash), *table, nullptr, &error));
     CHECK(error == "pool \"p\": 65535 primary backends, expected at most 65534 with balance = \"ip_hash\"");
     // Nothing was taken.
     CHECK(table->allocate(1) == BackendId{0});
@@ -193,24 +204,11 @@ TEST_CASE("a generation that does not fit in the backend table is refused, the r
     // A discovery answer or a reload may ask for more slots than are free:
     // build_runtime gives back what it took, and the current generation stays.
     auto table = std::make_unique<BackendTable>();
-    auto config_with = [](std::size_t first, std::size_t count) {
-        Config config;
-        PoolConfig pool;
-        pool.name = "p";
-        for (std::size_t i = first; i < first + count; ++i) {
-            BackendConfig b;
-            b.address = *SocketAddress::parse(fmt::format("10.{}.{}.{}:1", i >> 16, (i >> 8) & 0xff, i & 0xff));
-            b.name = b.address.to_string();
-            pool.backends.push_back(b);
-        }
-        config.pools.push_back(pool);
-        return config;
-    };
     std::string error;
-    auto running = build_runtime(config_with(0, BackendTable::kCapacity - 10), *table, nullptr, &error);
+    auto running = build_runtime(numbered_pool(BackendTable::kCapacity - 10), *table, nullptr, &error);
     REQUIRE(running);
     // 20 new backends beside the running ones: 10 fit, then the table is full.
-    auto next = build_runtime(config_with(0, BackendTable::kCapacity + 10), *table, running.get(), &error);
+    auto next = build_runtime(numbered_pool(BackendTable::kCapacity + 10), *table, running.get(), &error);
     CHECK_FALSE(next);
     CHECK(error == "too many backends: the backend table holds 100000");
     // The 10 taken were given back; the running generation's slots are untouched.
